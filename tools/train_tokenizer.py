@@ -1,0 +1,134 @@
+"""Train a unigram sentencepiece model for mglm on raw multilingual text.
+
+Inputs are files or folders: ``*.jsonl`` (one ``{"text": ...}`` object per line), ``*.txt`` (plain text),
+each optionally gzipped. Every line of a document becomes one training sentence. Training is
+deterministic (one thread, every sentence used, fixed seed), so the same input gives the same model file.
+
+    python tools/train_tokenizer.py data/sample/corpus --vocab-size 8000 --model-prefix data/sample/tokenizer/sample
+
+Defaults suit a multilingual model: byte fallback (no text is ever unknown), character coverage 0.9995
+(the usual setting for CJK), digits split, and the ``identity`` normalisation so decoding returns the
+input exactly (sentencepiece still collapses runs of spaces). The GLM command tokens are *not* part of
+the sentencepiece model: ``data_utils.tokenizer.GLMTokenizer`` appends them after its vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+SUFFIXES = (".jsonl", ".txt", ".jsonl.gz", ".txt.gz")
+
+
+def find_inputs(paths: list[str]) -> list[Path]:
+    """Expand folders to their text files (sorted, so the training order is reproducible)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no {', '.join(SUFFIXES)} files")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    return files
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    """Training sentences of one file: each non-empty line of each document."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    is_jsonl = ".jsonl" in path.name
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if is_jsonl:
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    text = obj["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' field ({e})") from None
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}:{lineno}: 'text' must be a string, got {type(text).__name__}")
+            else:
+                text = line
+            for sent in text.split("\n"):
+                sent = sent.strip()
+                if sent:
+                    yield sent
+
+
+def train(
+    inputs: list[str],
+    model_prefix: str,
+    vocab_size: int = 8000,
+    character_coverage: float = 0.9995,
+    normalization: str = "identity",
+    byte_fallback: bool = True,
+    verbose: bool = False,
+) -> Path:
+    """Train and write ``<model_prefix>.model`` (+ ``.vocab``); returns the model path."""
+    import sentencepiece as spm
+    from tqdm import tqdm
+
+    files = find_inputs(inputs)
+    out = Path(model_prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "sentences.txt"
+        n_sent = n_chars = 0
+        with open(corpus, "w", encoding="utf-8") as w:
+            for path in tqdm(files, desc="reading", unit="file", disable=not sys.stderr.isatty() and not verbose):
+                for sent in iter_lines(path):
+                    w.write(sent + "\n")
+                    n_sent += 1
+                    n_chars += len(sent)
+        print(f"[train_tokenizer] {len(files)} files, {n_sent} sentences, {n_chars} characters", flush=True)
+        if n_sent == 0:
+            raise ValueError(f"no text found in {', '.join(map(str, files))}")
+        t0 = time.time()
+        print(f"[train_tokenizer] training unigram model, vocab {vocab_size} ...", flush=True)
+        spm.SentencePieceTrainer.Train(
+            input=str(corpus),
+            model_prefix=str(out),
+            model_type="unigram",
+            vocab_size=vocab_size,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback,
+            split_digits=True,
+            normalization_rule_name=normalization,
+            input_sentence_size=0,  # use every sentence: no random sampling
+            shuffle_input_sentence=False,
+            num_threads=1,  # unigram EM with several threads is not bit-reproducible
+            max_sentence_length=16384,
+            minloglevel=0 if verbose else 2,
+        )
+    model = out.with_name(out.name + ".model")
+    print(f"[train_tokenizer] wrote {model} ({os.path.getsize(model)} bytes) in {time.time() - t0:.1f}s", flush=True)
+    return model
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="text files (.jsonl, .txt, optionally .gz) or folders of them")
+    ap.add_argument("--model-prefix", required=True, help="output path without the .model suffix")
+    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--character-coverage", type=float, default=0.9995)
+    ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"])
+    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false")
+    ap.add_argument("--verbose", action="store_true", help="show sentencepiece's own training log")
+    a = ap.parse_args(argv)
+    return train(a.inputs, a.model_prefix, a.vocab_size, a.character_coverage, a.normalization, a.byte_fallback, a.verbose)
+
+
+if __name__ == "__main__":
+    main()
