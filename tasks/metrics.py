@@ -36,6 +36,7 @@ __all__ = [
     "accuracy",
     "aggregate_by_language",
     "is_mlqa_punctuation",
+    "json_type_name",
     "mglm_evaluate",
     "mglm_exact_match",
     "mglm_f1",
@@ -418,10 +419,10 @@ def _as_gold_list(gold: str | Sequence[str]) -> list[str]:
     return golds
 
 
-def _type_name(x: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(x), type(x).__name__
-    )
+def json_type_name(x: Any) -> str:
+    """The JSON name of a loaded value's type (object, array, string, number, boolean, null), for errors."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if x is None else names.get(type(x), type(x).__name__)
 
 
 def validate_squad_dataset(dataset_json: Any, source: str = "dataset") -> list[Any]:
@@ -433,7 +434,7 @@ def validate_squad_dataset(dataset_json: Any, source: str = "dataset") -> list[A
 
     def fail(path: str, expected: str, got: Any) -> None:
         raise ValueError(
-            f"{source}: not a SQuAD-format dataset: at {path} expected {expected}, got {_type_name(got)}"
+            f"{source}: not a SQuAD-format dataset: at {path} expected {expected}, got {json_type_name(got)}"
         )
 
     if isinstance(dataset_json, Mapping):
@@ -479,12 +480,12 @@ def validate_predictions(predictions: Any, source: str = "predictions") -> Mappi
     if not isinstance(predictions, Mapping):
         raise ValueError(
             f"{source}: expected a JSON object mapping question id -> answer string, "
-            f"got {_type_name(predictions)}"
+            f"got {json_type_name(predictions)}"
         )
     for qid, answer in predictions.items():
         if not isinstance(answer, str):
             raise ValueError(
-                f"{source}: prediction for id {qid!r} is {_type_name(answer)}; expected a string"
+                f"{source}: prediction for id {qid!r} is {json_type_name(answer)}; expected a string"
             )
     return predictions
 

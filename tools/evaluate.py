@@ -50,14 +50,19 @@ def _load_json(path: str, what: str) -> Any:
         ) from exc
 
 
-def _load_dataset(path: str, expected_version: str) -> Any:
+def _load_dataset(path: str, expected_version: str | None) -> Any:
     dataset = _load_json(path, "dataset")
+    if not isinstance(dataset, dict):
+        raise UserError(
+            f"{path}: not a SQuAD-format dataset: expected a top-level JSON object "
+            f'{{"version": ..., "data": [...]}}, got {metrics.json_type_name(dataset)}'
+        )
     try:
         metrics.validate_squad_dataset(dataset, source=path)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    version = dataset.get("version") if isinstance(dataset, dict) else None
-    if str(version) != expected_version:
+    version = dataset.get("version")
+    if expected_version is not None and str(version) != expected_version:
         # The official scripts warn and carry on.
         print(f"Evaluation expects v-{expected_version}, but got dataset with v-{version}", file=sys.stderr)
     return dataset
@@ -111,11 +116,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     datasets: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
     for dataset_file, pred_file in zip(args.files[::2], args.files[1::2], strict=True):
-        datasets[dataset_file] = _load_json(dataset_file, "dataset")
-        try:
-            metrics.validate_squad_dataset(datasets[dataset_file], source=dataset_file)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+        datasets[dataset_file] = _load_dataset(dataset_file, expected_version=None)
         predictions[dataset_file] = _load_predictions(pred_file)
     try:
         return metrics.mglm_evaluate(datasets, predictions)
