@@ -36,9 +36,10 @@ def all_gather_last_dim(x: torch.Tensor, state: Any) -> torch.Tensor:
     x = x.contiguous()
     gather_single = getattr(dist, "all_gather_single", None) or getattr(dist, "all_gather_into_tensor", None)
     if gather_single is not None:
-        out = torch.empty((p,) + tuple(x.shape), dtype=x.dtype, device=x.device)  # [p, ..., n]
-        gather_single(out, x, group=state.tp_group)
-        return torch.cat(out.unbind(0), dim=-1)  # [..., p*n]
+        # Flat buffers: backends differ in which multi-dim output shapes they accept.
+        out = torch.empty(p * x.numel(), dtype=x.dtype, device=x.device)
+        gather_single(out, x.view(-1), group=state.tp_group)
+        return torch.cat(out.view((p,) + tuple(x.shape)).unbind(0), dim=-1)  # [p, ..., n] -> [..., p*n]
     parts = [torch.empty_like(x) for _ in range(p)]
     dist.all_gather(parts, x, group=state.tp_group)
     return torch.cat(parts, dim=-1)
