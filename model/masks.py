@@ -45,3 +45,19 @@ def causal_position_ids(batch_size: int, seq_len: int, offset: int = 0,
     """2D positions [B, 2, L] for plain left-to-right text: positions offset..offset+L-1, block positions 0."""
     pos = torch.arange(offset, offset + seq_len, device=device).expand(batch_size, seq_len)  # [B, L]
     return torch.stack([pos, torch.zeros_like(pos)], dim=1)  # [B, 2, L]
+
+
+def blank_infilling_position_ids(source_length: int, spans: list[tuple[int, int]],
+                                 device: torch.device | str | None = None) -> torch.Tensor:
+    """2D positions [2, L] for Part A of ``source_length`` tokens followed by Part-B spans.
+
+    ``spans`` lists (mask_position, span_length) in Part-B order; each span occupies ``span_length + 1``
+    tokens (``[sop]`` + span). Part A: positions 0..sep-1, block positions 0. Part B: every token of a span
+    has the position of its mask token and block positions 1..span_length+1 (reference 4.3).
+    """
+    pos = list(range(source_length))
+    block = [0] * source_length
+    for mask_pos, n in spans:
+        pos += [mask_pos] * (n + 1)
+        block += list(range(1, n + 2))
+    return torch.tensor([pos, block], dtype=torch.long, device=device)  # [2, L]
