@@ -147,3 +147,69 @@ def load_rng(load_dir: Path, tag: str, rank: int, tracker=None) -> bool:
         return False
     set_rng_state(torch.load(p, map_location="cpu", weights_only=False), tracker)
     return True
+
+
+# --------------------------------------------------------------------------------- weights only
+def _model_state_files(path: Path) -> list[Path]:
+    files = sorted(path.glob("mp_rank_*_model_states.pt"))
+    return files
+
+
+def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
+    """Model-state files of a pretrained checkpoint in any of the layouts users have:
+
+    - our / DeepSpeed save directory (``latest``) or GLM's (``latest_checkpointed_iteration.txt``);
+    - one tag directory holding ``mp_rank_XX_model_states.pt`` (released GLM models);
+    - a single ``.pt`` file (mGLM's ``pretrained.pt``: a dict with ``module``, or a bare state dict).
+    Returns the files in TP-rank order.
+    """
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"--load-pretrained {p}: no such file or directory")
+    for tracker in (LATEST, "latest_checkpointed_iteration.txt"):
+        if (p / tracker).is_file():
+            tag = (p / tracker).read_text(encoding="utf-8").strip()
+            files = _model_state_files(p / tag)
+            if files:
+                return files
+            raise FileNotFoundError(f"{p / tracker} names {tag!r} but {p / tag} holds no mp_rank_XX_model_states.pt")
+    files = _model_state_files(p)
+    if files:
+        return files
+    raise FileNotFoundError(f"--load-pretrained {p}: no mp_rank_XX_model_states.pt, no 'latest' tracker, not a .pt file")
+
+
+def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
+    """Load weights only (GLM or SAT key layout, any TP size of the source) into ``model``, strictly.
+
+    A source with another TP size is merged and re-split for this rank. Position tables of a source with
+    fewer rows (a shorter ``max_sequence_length``) are copied into the first rows, as GLM's
+    ``load_pretrained`` does when finetuning extends positions; every other mismatch is an error naming it.
+    """
+    from model.checkpoint_compat import load_glm_state_dict, merge_state_dicts, shard_state_dict, to_glm_layout
+
+    files = find_pretrained_files(path)
+    shards = []
+    for f in files:
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=False)
+        except Exception as e:  # pickle / zip errors carry no file name
+            raise ValueError(f"{f}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{f}: expected a dict (a state dict or a checkpoint with 'module'), got {type(obj).__name__}")
+        shards.append(to_glm_layout(obj))
+    tp, rank = parallel_state.tp_size, parallel_state.tp_rank
+    if len(shards) == tp:
+        sd = shards[rank]
+    else:
+        sd = shard_state_dict(merge_state_dicts(shards), tp, rank)
+    own = model.state_dict()
+    for name in ("transformer.position_embeddings.weight", "transformer.block_position_embeddings.weight"):
+        if name in sd and name in own and sd[name].shape[0] < own[name].shape[0] and sd[name].shape[1:] == own[name].shape[1:]:
+            grown = own[name].detach().clone().cpu()
+            grown[: sd[name].shape[0]] = sd[name]
+            sd[name] = grown
+    load_glm_state_dict(model, sd, strict=True, source=", ".join(map(str, files)))
+    return ", ".join(map(str, files))
