@@ -55,43 +55,6 @@ def split_stores(stores: dict, valid_fraction: float) -> tuple[dict, dict]:
     return train, valid
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Micro-batch number -> collated batch. A map-style dataset keyed by micro-batch number, so the output
-    does not depend on how many loader workers compute it."""
-
-    def __init__(self, dataset, collator, seed: int, micro_bs: int, dp_rank: int, dp_size: int):
-        self.dataset, self.collator, self.seed = dataset, collator, seed
-        self.micro_bs, self.dp_rank, self.dp_size = micro_bs, dp_rank, dp_size
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def __getitem__(self, micro_index: int) -> dict:
-        # Global sample numbers of this micro-batch: all DP ranks' slices of one global micro-batch.
-        first = (micro_index * self.dp_size + self.dp_rank) * self.micro_bs
-        samples = [self.dataset[first + i] for i in range(self.micro_bs)]
-        rng = np.random.default_rng([self.seed, micro_index, self.dp_rank])
-        return self.collator(samples, rng)
-
-
-class _From(torch.utils.data.Sampler):
-    def __init__(self, start: int):
-        self.start = start
-
-    def __iter__(self):
-        i = self.start
-        while True:
-            yield i
-            i += 1
-
-
-def batch_iterator(batches: _Batches, start_micro: int, num_workers: int) -> Iterator[dict]:
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=_From(start_micro),
-                                         num_workers=num_workers, persistent_workers=False,
-                                         prefetch_factor=4 if num_workers > 0 else None)
-    return iter(loader)
-
-
 # ------------------------------------------------------------------------------------------ model
 def build_model_config(cfg: PretrainConfig, vocab_size: int):
     from model import GLMConfig
@@ -119,17 +82,32 @@ def build_model_config(cfg: PretrainConfig, vocab_size: int):
     return config
 
 
+def _store_tokenizer(root: str) -> dict:
+    index = Path(root) / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"--train-data {root}: not a complete token store (no index.json)")
+    return json.loads(index.read_text(encoding="utf-8")).get("tokenizer", {})
+
+
 def resolve_tokenizer_path(cfg: PretrainConfig) -> str:
-    if cfg.data.tokenizer_model:
-        return cfg.data.tokenizer_model
-    for root in cfg.data.train_data:
-        index = Path(root) / "index.json"
-        if index.is_file():
-            tok = json.loads(index.read_text(encoding="utf-8")).get("tokenizer", {})
-            path = tok.get("path") if isinstance(tok, dict) else tok
-            if path and os.path.isfile(path):
-                return path
-    raise ValueError("no tokenizer: pass --tokenizer-model FILE.model (the store does not record a readable one)")
+    """--tokenizer-model, else the file recorded by the store; the store's tokenizer hash must match."""
+    from data_utils.corpus import sha256_file
+
+    path = cfg.data.tokenizer_model
+    if not path:
+        path = _store_tokenizer(cfg.data.train_data[0]).get("file")
+        if not path or not os.path.isfile(path):
+            raise ValueError(f"the store {cfg.data.train_data[0]} records tokenizer {path!r}, which is not readable "
+                             "here; pass --tokenizer-model FILE.model")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--tokenizer-model {path}: file not found")
+    digest = sha256_file(path)
+    for root in (*cfg.data.train_data, *cfg.data.valid_data):
+        rec = _store_tokenizer(root)
+        if rec.get("sha256") and rec["sha256"] != digest:
+            raise ValueError(f"store {root} was tokenized with {rec.get('file')} (sha256 {rec['sha256'][:12]}...), "
+                             f"not with {path} (sha256 {digest[:12]}...); re-run tools/preprocess_data.py")
+    return path
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -142,6 +120,7 @@ def run(cfg: PretrainConfig) -> dict:
     from data_utils.blank_infilling import BlankInfillingCollator, BlankInfillingConfig
     from data_utils.corpus import open_stores
     from data_utils.datasets import BlockDataset, BlockDatasetConfig
+    from data_utils.samplers import build_pretrain_loader
     from data_utils.sentence_end import SentenceEnds
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMModel
@@ -179,10 +158,6 @@ def run(cfg: PretrainConfig) -> dict:
                 if lang in stores:
                     raise ValueError(f"language {lang!r} appears in two --train-data stores")
                 stores[lang] = s
-        for lang, s in stores.items():
-            if s.num_tokens and int(np.max(s.tokens[: min(len(s.tokens), 1 << 20)])) >= len(tok):
-                raise ValueError(f"store {lang}: token ids exceed the tokenizer ({len(tok)} ids); "
-                                 "was it made with another tokenizer?")
         if d.valid_data:
             valid_stores = {lang: s for root in d.valid_data for lang, s in open_stores(root).items()}
             train_stores = stores
@@ -243,7 +218,6 @@ def run(cfg: PretrainConfig) -> dict:
 
         # Loop ------------------------------------------------------------------------------------
         gas = engine.grad_accum
-        batches = _Batches(train_ds, collator, t.seed, t.batch_size, ps.dp_rank, ps.dp_size)
         device = info.device
 
         def to_device(batch: dict) -> dict:
@@ -255,21 +229,26 @@ def run(cfg: PretrainConfig) -> dict:
             return glm_lm_loss(logits, b["target"], b["loss_mask"], ps), batch["mode"]
 
         def train_batches(start_step: int) -> Iterator[dict]:
-            return batch_iterator(batches, start_step * gas, d.num_workers)
+            # Loader step k = micro-batch k (GAS micro-batches per optimizer step), so resume is exact.
+            return iter(build_pretrain_loader(train_ds, collator, global_batch_size=t.batch_size * ps.dp_size,
+                                              dp_rank=ps.dp_rank, dp_world_size=ps.dp_size, seed=t.seed,
+                                              start_step=start_step * gas, num_workers=d.num_workers,
+                                              pin_memory=device.type == "cuda"))
 
         eval_fn = None
         if valid_stores:
             valid_ds = BlockDataset(valid_stores, ds_cfg, tok.cls_id, tok.eos_id, ends)
-            valid_batches = _Batches(valid_ds, collator, t.seed + 1, t.batch_size, ps.dp_rank, ps.dp_size)
 
             def eval_fn(step: int) -> dict[str, float]:
                 # The same eval_iters batches every time, so validation losses are comparable across steps.
                 engine.eval()
                 sums = torch.zeros(4)  # total, bert, sentence, gpt
                 counts = torch.zeros(4)
+                valid_batches = iter(build_pretrain_loader(valid_ds, collator, global_batch_size=t.batch_size * ps.dp_size,
+                                                           dp_rank=ps.dp_rank, dp_world_size=ps.dp_size, seed=t.seed + 1))
                 with torch.no_grad():
-                    for i in range(t.eval_iters):
-                        batch = valid_batches[i]
+                    for _ in range(t.eval_iters):
+                        batch = next(valid_batches)
                         loss, mode = loss_fn(engine, batch)
                         j = 1 + ("bert", "sentence", "gpt").index(mode)
                         sums[0] += loss.float().cpu()

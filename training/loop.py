@@ -35,7 +35,7 @@ class LoopConfig:
     save_interval: int = 5000
     save: str | None = None
     exit_signal_save: bool = True
-    tokens_per_sample: int = 0  # for tokens/s (sequence length)
+    tokens_per_sample: int = 0  # for tokens/s when a batch has no "text" field
     flops_per_token: float = 0.0  # model FLOPs per token, forward + backward, for MFU
     peak_flops: float = 0.0  # per process; 0 disables MFU
     progress: bool = True
@@ -107,6 +107,7 @@ def train(
     skipped = 0
     t_interval = time.perf_counter()
     steps_in_interval = 0
+    tokens_in_interval = 0
     bar = None
     if cfg.progress and rank == 0:
         from tqdm import tqdm
@@ -119,8 +120,10 @@ def train(
             lr = lr_at(state.step)
             step_loss = torch.zeros(())
             tags = []
+            tokens = 0
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
+                tokens += batch["text"].numel() if "text" in batch else cfg.tokens_per_sample
                 loss, tag = loss_fn(engine, batch)
                 engine.backward(loss)
                 result = engine.step(lr)
@@ -129,6 +132,7 @@ def train(
             assert result.boundary, "the last micro-batch of a step must close the accumulation window"
             state.step += 1
             steps_in_interval += 1
+            tokens_in_interval += tokens * ps.dp_size  # every DP rank processes a micro-batch of this size
             # Per-objective sums: every micro-batch has one objective, reduced over data-parallel ranks.
             per_micro = _dp_mean(step_loss / cfg.grad_accum, ps).item()
             state.step_losses.append(per_micro)
@@ -148,8 +152,7 @@ def train(
             if state.step % cfg.log_interval == 0 or state.step == cfg.train_iters:
                 elapsed = time.perf_counter() - t_interval
                 ms = 1000.0 * elapsed / steps_in_interval
-                samples = cfg.grad_accum * ps.dp_size * getattr(engine, "micro_batch_size", 1)
-                tokens_s = samples * cfg.tokens_per_sample * steps_in_interval / max(elapsed, 1e-9)
+                tokens_s = tokens_in_interval / max(elapsed, 1e-9)  # padded tokens through the model
                 values: dict[str, float | None] = {k: sums[k] / counts[k] for k in sorted(sums) if counts[k]}
                 values.update({
                     "lr": lr,
@@ -170,6 +173,7 @@ def train(
                 sums.clear(), counts.clear(), norms.clear()
                 skipped = 0
                 steps_in_interval = 0
+                tokens_in_interval = 0
                 t_interval = time.perf_counter()
 
             if eval_fn is not None and (state.step % cfg.eval_interval == 0 or state.step == cfg.train_iters):
