@@ -324,4 +324,6 @@ def _peak_flops(device: torch.device) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    from training.arguments import run_cli
+
+    run_cli(main, "pretrain_glm.py")

@@ -273,3 +273,14 @@ def validate(cfg: PretrainConfig) -> None:
             raise FileNotFoundError(f"--train-data {p}: no such store (make one with tools/preprocess_data.py)")
     if cfg.model.model_config and not os.path.isfile(cfg.model.model_config):
         raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
+
+
+def run_cli(main, prog: str) -> None:
+    """Run an entry script's ``main()``; user errors become one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

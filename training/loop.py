@@ -39,6 +39,7 @@ class LoopConfig:
     flops_per_token: float = 0.0  # model FLOPs per token, forward + backward, for MFU
     peak_flops: float = 0.0  # per process; 0 disables MFU
     progress: bool = True
+    objectives: tuple[str, ...] = ("bert", "sentence", "gpt")  # the tags loss_fn may return
 
 
 @dataclass
@@ -73,14 +74,6 @@ class _SignalFlag:
     def __exit__(self, *exc):
         for s, h in self._old.items():
             signal.signal(s, h)
-
-
-def _dp_mean(values: torch.Tensor, ps) -> torch.Tensor:
-    if ps.dp_size > 1:
-        values = values.clone()
-        dist.all_reduce(values, group=ps.dp_group)
-        values /= ps.dp_size
-    return values
 
 
 def train(
@@ -118,8 +111,9 @@ def train(
     with _SignalFlag(cfg.exit_signal_save) as flag:
         while state.step < cfg.train_iters:
             lr = lr_at(state.step)
-            step_loss = torch.zeros(())
-            tags = []
+            # Per objective: [sum of micro-batch losses, count], summed over data-parallel ranks, so that
+            # each objective's loss is averaged over the micro-batches that actually trained it.
+            per_tag = torch.zeros(len(cfg.objectives), 2, dtype=torch.float64)
             tokens = 0
             for _ in range(cfg.grad_accum):
                 batch = next(batches)
@@ -127,27 +121,30 @@ def train(
                 loss, tag = loss_fn(engine, batch)
                 engine.backward(loss)
                 result = engine.step(lr)
-                step_loss += loss.detach().float().cpu()
-                tags.append(tag)
+                if tag not in cfg.objectives:
+                    raise ValueError(f"loss_fn returned objective {tag!r}; expected one of {cfg.objectives}")
+                per_tag[cfg.objectives.index(tag)] += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
             assert result.boundary, "the last micro-batch of a step must close the accumulation window"
             state.step += 1
             steps_in_interval += 1
             tokens_in_interval += tokens * ps.dp_size  # every DP rank processes a micro-batch of this size
-            # Per-objective sums: every micro-batch has one objective, reduced over data-parallel ranks.
-            per_micro = _dp_mean(step_loss / cfg.grad_accum, ps).item()
-            state.step_losses.append(per_micro)
-            sums["loss"] += per_micro
+            if ps.dp_size > 1:
+                dist.all_reduce(per_tag, group=ps.dp_group)
+            step_loss = float(per_tag[:, 0].sum() / per_tag[:, 1].sum())
+            state.step_losses.append(step_loss)
+            sums["loss"] += step_loss
             counts["loss"] += 1
-            for tag in set(tags):
-                sums[f"loss_{tag}"] += per_micro
-                counts[f"loss_{tag}"] += 1
+            for i, name in enumerate(cfg.objectives):
+                if per_tag[i, 1] > 0 and len(cfg.objectives) > 1:
+                    sums[f"loss_{name}"] += float(per_tag[i, 0])
+                    counts[f"loss_{name}"] += int(per_tag[i, 1])
             if result.grad_norm is not None:
                 norms.append(result.grad_norm)
             scale = result.loss_scale
             skipped += 0 if result.applied else 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{per_micro:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
 
             if state.step % cfg.log_interval == 0 or state.step == cfg.train_iters:
                 elapsed = time.perf_counter() - t_interval
