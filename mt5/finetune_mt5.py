@@ -407,20 +407,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if accelerator.is_main_process:
                     with open(log_path, "a", encoding="utf-8") as f:
                         f.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": last_loss}) + "\n")
-            if cfg.max_steps and state.step >= cfg.max_steps:
-                done = True
-                break
-            if cfg.save_every and state.step % cfg.save_every == 0 and state.batch_in_epoch < steps_per_epoch:
-                save_checkpoint(accelerator, cfg, state)  # (the end of an epoch saves anyway)
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-            if cfg.eval_every_epoch:
+            epoch_end = state.batch_in_epoch == steps_per_epoch
+            if epoch_end:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+            done = bool(cfg.max_steps) and state.step >= cfg.max_steps
+            if epoch_end and cfg.eval_every_epoch:
                 run_eval()
                 evaluated_at = state.step
-            save_checkpoint(accelerator, cfg, state)
-            continue
-        save_checkpoint(accelerator, cfg, state)  # stopped mid-epoch by --max-steps
+            if epoch_end or done or (cfg.save_every and state.step % cfg.save_every == 0):
+                save_checkpoint(accelerator, cfg, state)
+            if done:
+                break
     bar.close()
     if evaluated_at != state.step:
         run_eval()
