@@ -68,6 +68,7 @@ class FinetuneConfig:
     eval_batch_size: int = 8  # per process
     lr: float = 5e-4
     weight_decay: float = 0.0
+    max_grad_norm: float = 0.0  # 0: no clipping (the original clips nothing)
     max_source_length: int = 768
     max_target_length: int = 160
     num_beams: int = 5
@@ -108,6 +109,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    ap.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clip gradients to this norm (0: off)")
     ap.add_argument("--max-source-length", type=int, default=d.max_source_length)
     ap.add_argument("--max-target-length", type=int, default=d.max_target_length)
     ap.add_argument("--num-beams", type=int, default=d.num_beams)
@@ -145,7 +147,7 @@ def validate(cfg: FinetuneConfig) -> None:
                  "num_beams", "max_gen_length", "log_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "save_every", "keep_checkpoints"):
+    for name in ("max_steps", "save_every", "keep_checkpoints", "max_grad_norm", "weight_decay"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.wandb_offline and not cfg.wandb:
@@ -392,6 +394,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             loss = seq2seq_loss(model, batch, pad_id, cfg.legacy_double_shift)
             accelerator.backward(loss)
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
