@@ -97,21 +97,25 @@ def train(
             raise ValueError(f"no text found in {', '.join(map(str, files))}")
         t0 = time.time()
         print(f"[train_tokenizer] training unigram model, vocab {vocab_size} ...", flush=True)
-        spm.SentencePieceTrainer.Train(
-            input=str(corpus),
-            model_prefix=str(out),
-            model_type="unigram",
-            vocab_size=vocab_size,
-            character_coverage=character_coverage,
-            byte_fallback=byte_fallback,
-            split_digits=True,
-            normalization_rule_name=normalization,
-            input_sentence_size=0,  # use every sentence: no random sampling
-            shuffle_input_sentence=False,
-            num_threads=1,  # unigram EM with several threads is not bit-reproducible
-            max_sentence_length=16384,
-            minloglevel=0 if verbose else 2,
-        )
+        try:
+            spm.SentencePieceTrainer.Train(
+                input=str(corpus),
+                model_prefix=str(out),
+                model_type="unigram",
+                vocab_size=vocab_size,
+                character_coverage=character_coverage,
+                byte_fallback=byte_fallback,
+                split_digits=True,
+                normalization_rule_name=normalization,
+                input_sentence_size=0,  # use every sentence: no random sampling
+                shuffle_input_sentence=False,
+                num_threads=1,  # unigram EM with several threads is not bit-reproducible
+                max_sentence_length=16384,
+                minloglevel=0 if verbose else 2,
+            )
+        except RuntimeError as e:  # sentencepiece's C++ errors, e.g. "Vocabulary size too high (N)"
+            raise ValueError(f"sentencepiece could not train on {', '.join(map(str, files))}: "
+                             f"{str(e).split('] ')[-1].strip()}") from None
     model = out.with_name(out.name + ".model")
     print(f"[train_tokenizer] wrote {model} ({os.path.getsize(model)} bytes) in {time.time() - t0:.1f}s", flush=True)
     return model
@@ -131,4 +135,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from training.arguments import run_cli
+
+    run_cli(main, "train_tokenizer.py")

@@ -1,0 +1,239 @@
+"""Pretraining end to end: launchers, exact resume after kill -9, ZeRO-stage equivalence, clear errors.
+
+The runs are tiny (glm-tiny, seq 64) but real: the deepspeed launcher / torchrun with gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
+
+PY = sys.executable
+BIN = Path(PY).parent
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The bundled sample corpus tokenized with the bundled tokenizer."""
+    from tools.preprocess_data import main as preprocess
+
+    out = tmp_path_factory.mktemp("store") / "sample"
+    preprocess([str(SAMPLE_CORPUS), "-o", str(out), "--tokenizer", str(SAMPLE_TOKENIZER), "--no-progress"])
+    return out
+
+
+def free_port() -> int:
+    from training.distributed import free_port as fp
+
+    return fp()
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update(PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return e
+
+
+def common(store, save, iters=12, lr_decay_iters=12):
+    return ["--model-config", "config/model/glm-tiny.json", "--train-data", str(store), "--seq-length", "64",
+            "--train-iters", str(iters), "--lr-decay-iters", str(lr_decay_iters), "--log-interval", "4",
+            "--eval-interval", "1000", "--eval-iters", "1", "--num-workers", "0", "--save", str(save),
+            "--device", "cpu"]
+
+
+def ds_json(tmp_path, stage: int, name="ds.json", micro_batch: int = 4) -> str:
+    p = tmp_path / name
+    p.write_text(json.dumps({
+        "train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": stage},
+        "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "weight_decay": 0.01, "betas": [0.9, 0.98], "eps": 1e-6}},
+    }))
+    return str(p)
+
+
+def launch(args, nproc: int = 1) -> list[str]:
+    """The command for 1 plain process or ``nproc`` torchrun workers."""
+    if nproc == 1:
+        return [PY, "pretrain_glm.py", *args]
+    return [str(BIN / "torchrun"), "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
+            "pretrain_glm.py", *args]
+
+
+def run(cmd, timeout=240) -> subprocess.CompletedProcess:
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def results(save) -> dict:
+    return json.loads((Path(save) / "results.json").read_text())
+
+
+# ------------------------------------------------------------------------------------ launchers
+@pytest.mark.slow
+@pytest.mark.parametrize("mp", ["1", "2"])
+def test_launcher_script_two_cpu_processes(store, tmp_path, mp):
+    """scripts/ds_pretrain_multilingual.sh with the tiny preset under the deepspeed launcher, DP=2 or TP=2."""
+    save = tmp_path / "ck"
+    e = env()
+    e.update(PRESET="cpu-tiny", NUM_GPUS="2", MP_SIZE=mp, DATA=str(store), SAVE=str(save), PY=PY,
+             MASTER_PORT=str(free_port()))
+    p = subprocess.run(["bash", "scripts/ds_pretrain_multilingual.sh", "--train-iters", "16", "--log-interval", "4"],
+                       cwd=REPO, env=e, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f"TP {mp} x DP {2 // int(mp)}" in p.stdout
+    r = results(save)
+    assert r["step"] == 16 and r["world"] == {"tp": int(mp), "dp": 2 // int(mp)}
+    losses = r["train_losses"]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.3, losses  # the loss falls
+    assert (save / "latest").read_text() == "global_step16"
+    files = {f.name for f in (save / "global_step16").iterdir()}
+    assert {f"mp_rank_{r:02d}_model_states.pt" for r in range(int(mp))} <= files and "meta.json" in files
+
+
+# ---------------------------------------------------------------------------------- exact resume
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a launcher and every process below it (torchrun puts its workers in their own sessions)."""
+    import psutil
+
+    parent = psutil.Process(pid)
+    children = parent.children(recursive=True)
+    for p in [parent, *children]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    # Not the parent: Popen.wait() must reap it itself to see the -9 exit status.
+    psutil.wait_procs(children, timeout=30)
+
+
+def _kill_at_step(cmd, target: int) -> None:
+    """Start ``cmd`` (logging every step) and kill -9 every process of the run right after step ``target``."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if re.search(rf"\bstep {target}/\d+ \| loss", line):
+                _kill_tree(proc.pid)
+                break
+        else:
+            pytest.fail(f"run ended before step {target}:\n" + "".join(out[-40:]))
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode != 0, "the run was supposed to die"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine, stage, tp", [("torch", None, 1), ("deepspeed", 0, 1), ("deepspeed", 2, 1),
+                                               ("deepspeed", 0, 2), ("deepspeed", 2, 2)])
+def test_kill9_and_resume_is_exact(store, tmp_path, engine, stage, tp):
+    # Big enough steps (~0.1 s) that the run is still alive when the kill lands after the target step.
+    iters = 20
+    extra = ["--model-parallel-size", str(tp), "--save-interval", "4"]
+    if engine == "deepspeed":
+        extra += ["--deepspeed", "--deepspeed_config", ds_json(tmp_path, stage, micro_batch=16)]
+    else:
+        extra += ["--batch-size", "16", "--lr", "2e-3"]
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    run(launch(common(store, ref, iters) + extra, nproc=tp))
+    reference = results(ref)["train_losses"]
+    assert len(reference) == iters
+
+    target = random.randint(5, 10)  # a random step after the first checkpoint (step 4)
+    _kill_at_step(launch(common(store, killed, iters) + extra + ["--log-interval", "1"], nproc=tp), target)
+    resumed_from = int((killed / "latest").read_text().removeprefix("global_step"))
+    assert resumed_from == 4 * (target // 4) or resumed_from == 4 * (target // 4) - 4  # a save may have been cut
+    p = run(launch(common(store, killed, iters) + extra + ["--load", str(killed)], nproc=tp))
+    assert f"resumed from {killed / f'global_step{resumed_from}'} at step {resumed_from}" in p.stdout, p.stdout
+    resumed = results(killed)
+    assert resumed["step"] == iters
+    tail = resumed["train_losses"]
+    assert len(tail) == iters - resumed_from, p.stdout
+    diff = max(abs(a - b) for a, b in zip(tail, reference[resumed_from:], strict=True))
+    assert diff <= 1e-6, (tail, reference[resumed_from:])
+
+
+# -------------------------------------------------------------------------- ZeRO stages agree
+def _weights(save: Path, tag: str) -> dict[str, torch.Tensor]:
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    states = torch.load(save / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    if any(save.joinpath(tag).glob("*optim_states.pt")):
+        return get_fp32_state_dict_from_zero_checkpoint(str(save), tag=tag)
+    return states["module"]
+
+
+@pytest.mark.slow
+def test_zero_stages_give_the_same_training(store, tmp_path):
+    steps = 5
+    runs = {}
+    for stage in (0, 1, 2, 3):
+        save = tmp_path / f"z{stage}"
+        run(launch(common(store, save, steps) + ["--save-interval", str(steps), "--deepspeed", "--deepspeed_config",
+                                                 ds_json(tmp_path, stage, f"z{stage}.json")]))
+        runs[stage] = (results(save)["train_losses"], _weights(save, f"global_step{steps}"))
+    first0, w0 = runs[0]
+    for stage in (1, 2, 3):
+        losses, w = runs[stage]
+        assert abs(losses[0] - first0[0]) <= 1e-6, (stage, losses[0], first0[0])
+        assert set(w) == set(w0)
+        worst = max(float((w[k].float() - w0[k].float()).abs().max()) for k in w0)
+        assert worst <= 1e-5, (stage, worst)
+
+
+# -------------------------------------------------------------------------------- clear errors
+def _error(args) -> str:
+    p = subprocess.run([PY, "pretrain_glm.py", *args], cwd=REPO, env=env(), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stdout[-2000:] + p.stderr[-2000:]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pretrain_glm.py: error: "), p.stderr
+    return lines[0]
+
+
+def test_error_missing_data():
+    assert "--train-data /no/such/store" in _error(["--train-data", "/no/such/store"])
+
+
+def test_error_flag_contradicts_deepspeed_json(store, tmp_path):
+    path = ds_json(tmp_path, 1)
+    msg = _error(common(store, tmp_path / "x") + ["--deepspeed", "--deepspeed_config", path, "--lr", "1e-3"])
+    assert "--lr 0.001" in msg and "optimizer.params.lr = 0.002" in msg and path in msg
+
+
+def test_error_model_does_not_divide_over_tp(store, tmp_path):
+    msg = _error(common(store, tmp_path / "x") + ["--num-attention-heads", "3"])
+    assert "num_attention_heads=3" in msg and "glm-tiny.json" in msg
+
+
+def test_error_load_with_other_tp_or_architecture(store, tmp_path):
+    save = tmp_path / "ck"
+    run(launch(common(store, save, 2) + ["--save-interval", "2", "--batch-size", "2"]))
+    msg = _error(common(store, tmp_path / "y", 3) + ["--load", str(save), "--hidden-size", "32"])
+    assert "hidden_size: checkpoint 64 vs run 32" in msg
+    meta = json.loads((save / "global_step2" / "meta.json").read_text())
+    meta["tp_size"] = 2
+    (save / "global_step2" / "meta.json").write_text(json.dumps(meta))
+    msg = _error(common(store, tmp_path / "y", 3) + ["--load", str(save)])
+    assert "tensor-parallel size 2" in msg and "change_mp.py" in msg
+
+
+def test_error_store_from_another_tokenizer(store, tmp_path):
+    from tools.train_tokenizer import train
+
+    other = train([str(SAMPLE_CORPUS / "en.jsonl")], str(tmp_path / "tok" / "other"), vocab_size=500)
+    msg = _error(common(store, tmp_path / "x") + ["--tokenizer-model", str(other)])
+    assert "was tokenized with" in msg and str(other) in msg
