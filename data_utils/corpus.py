@@ -337,7 +337,6 @@ def preprocess(
     Bad records are skipped with a warning naming file and line and counted by reason in ``index.json`` and
     each language's ``meta.json``; nothing is dropped silently.
     """
-    from tqdm import tqdm
 
     from data_utils.tokenizer import GLMTokenizer
 
@@ -358,6 +357,25 @@ def preprocess(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+
+    try:
+        summary = _write_store(tmp, files, lang, workers, chunk_docs, progress, tok_path, tokenizer)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written store behind
+        raise
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash)
+    else:
+        os.replace(tmp, out)
+    return summary
+
+
+def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, chunk_docs: int, progress: bool,
+                 tok_path: Path, tokenizer) -> PreprocessSummary:
+    from tqdm import tqdm
 
     writers: dict[str, _LangWriter] = {}
     skipped: Counter = Counter()
@@ -453,13 +471,6 @@ def preprocess(
             "sources": sources,
         },
     )
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash)
-    else:
-        os.replace(tmp, out)
     return summary
 
 

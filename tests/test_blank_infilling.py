@@ -151,7 +151,7 @@ def test_mask_fraction_long_samples():
     col = make_collator()
     rng = np.random.default_rng(5)
     masked = total = 0
-    for it in range(200):
+    for _ in range(200):
         text = np.concatenate([[CLS], rng.integers(7, V, size=511)])
         b = col.collate_numpy([{"text": text, "loss_mask": np.ones(512, dtype=np.int64)}], rng, mode="bert")
         n_spans = int((b["text"][0] == MASK).sum())

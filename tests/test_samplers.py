@@ -76,7 +76,6 @@ def take(loader, k):
     return [next(it) for _ in range(k)]
 
 
-@pytest.mark.slow
 def test_same_batches_on_0_1_2_workers_and_resume():
     kw = dict(global_batch_size=8, dp_rank=1, dp_world_size=2, seed=42)
     ref = take(build_pretrain_loader(ToyDataset(), toy_collator(), num_workers=0, **kw), 5)

@@ -15,7 +15,7 @@ def ends_as_text(tok, se, text):
     cuts = [0] + (np.flatnonzero(flags) + 1).tolist()
     if cuts[-1] != len(ids):
         cuts.append(len(ids))
-    return [tok.sp.decode(ids[a:b].tolist()).strip() for a, b in zip(cuts[:-1], cuts[1:])]
+    return [tok.sp.decode(ids[a:b].tolist()).strip() for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 def test_cog_pretrain_english_and_chinese(cog_tokenizer):
