@@ -152,5 +152,11 @@ def build_pretrain_loader(dataset, collator, *, global_batch_size: int, dp_rank:
             kwargs["prefetch_factor"] = prefetch_factor
         if multiprocessing_context is not None:
             kwargs["multiprocessing_context"] = multiprocessing_context
+    import torch
+
+    # A private generator: creating a DataLoader iterator otherwise draws its worker base seed from the
+    # global torch RNG, which shifts the dropout stream and breaks exact resume.
+    gen = torch.Generator().manual_seed(seed)
     return DataLoader(StepIndexedDataset(dataset), batch_sampler=sampler, num_workers=num_workers,
-                      collate_fn=SeededCollate(collator, seed, dp_rank), pin_memory=pin_memory, **kwargs)
+                      collate_fn=SeededCollate(collator, seed, dp_rank), pin_memory=pin_memory, generator=gen,
+                      **kwargs)

@@ -17,13 +17,14 @@ PY="$VENV/bin/python"
 
 # One stamp per set of requirement files: re-install only when they (or the torch pin) change.
 STAMP="$VENV/.mglm-installed"
-WANT="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt"; echo "$TORCH_PIN")"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/requirements-mt5.txt"; echo "$TORCH_PIN")"
 WANT_SUM="$(printf '%s' "$WANT" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT_SUM" ]; then
   echo "[setup] installing $TORCH_PIN first (CPU wheel on CPU machines; keeps pip from pulling a CUDA build)"
   "$PY" -m pip install -q --disable-pip-version-check "$TORCH_PIN"
-  echo "[setup] installing requirements.txt and requirements-dev.txt"
-  "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt"
+  echo "[setup] installing requirements.txt, requirements-dev.txt and requirements-mt5.txt (mT5 baseline)"
+  "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" \
+    -r "$ROOT/requirements-mt5.txt"
   echo "$WANT_SUM" > "$STAMP"
 else
   echo "[setup] environment up to date ($VENV)"

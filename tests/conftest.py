@@ -1,15 +1,44 @@
-"""Shared fixtures: a tiny multilingual sentencepiece model trained in a temp dir (no downloads)."""
+"""Shared pytest fixtures: paths to the bundled sample data and to the team's shared data."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE = REPO / "data" / "sample"
+SAMPLE_CORPUS = SAMPLE / "corpus"
+SAMPLE_TOKENIZER = SAMPLE / "tokenizer" / "mglm-sample.model"
+SHARED_DATA = Path(os.environ.get("MGLM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# A few sentences per script; enough for sentencepiece to learn pieces for each.
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason when a user's clone lacks it."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"{p} not present (../shared/data is only laid out on the team's machines and CI)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer():
+    from data_utils.tokenizer import GLMTokenizer
+
+    return GLMTokenizer(SAMPLE_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def cog_tokenizer():
+    from data_utils.tokenizer import GLMTokenizer
+
+    return GLMTokenizer(shared_path("tokenizers", "cog-pretrain.model"))
+
+
+# A few sentences per script; enough for sentencepiece to learn pieces for each (data_utils tests).
 MULTILINGUAL_SENTENCES = [
     "The cat sat on the mat. Where is the dog? Here it is! Wait; look: a bird.",
     "Bread needs flour, water and salt. Yeast makes it rise… Then we bake it.",
@@ -25,6 +54,7 @@ MULTILINGUAL_SENTENCES = [
 
 
 def train_tiny_sp(prefix: Path, sentences: list[str], vocab_size: int = 420) -> Path:
+    """A tiny unigram sentencepiece model with byte fallback, trained in a temp dir (no downloads)."""
     import sentencepiece as spm
 
     text = prefix.with_suffix(".txt")
@@ -47,13 +77,3 @@ def tiny_tokenizer(tiny_sp_model):
     from data_utils.tokenizer import GLMTokenizer
 
     return GLMTokenizer(tiny_sp_model)
-
-
-@pytest.fixture(scope="session")
-def cog_tokenizer():
-    path = SHARED_DATA / "tokenizers" / "cog-pretrain.model"
-    if not path.is_file():
-        pytest.skip(f"shared data absent: {path} (needs ../shared/data next to the repo)")
-    from data_utils.tokenizer import GLMTokenizer
-
-    return GLMTokenizer(path)

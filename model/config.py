@@ -1,0 +1,112 @@
+"""GLMConfig: the model's hyperparameters, with the field names of the reference GLMModel constructor."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class GLMConfig:
+    """Architecture of a GLM / mGLM decoder.
+
+    ``max_sequence_length`` is the GLM ``--max-position-embeddings``: the position and block-position tables
+    have ``max_sequence_length + 1`` rows (the GLM layout; mGLM: 1024 -> 1025 rows, equal to SAT's table).
+    ``vocab_size`` is the padded vocabulary (multiple of 128 * TP); pretraining may override it from the
+    tokenizer. ``intermediate_size`` defaults to 4 * hidden_size.
+    """
+
+    num_layers: int = 2
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    max_sequence_length: int = 512
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layernorm_epsilon: float = 1e-5
+    init_method_std: float = 0.02
+    checkpoint_activations: bool = False
+    checkpoint_num_layers: int = 1
+    block_position_encoding: bool = True
+    max_memory_length: int = 0
+    attention_scale: float = 1.0
+    parallel_output: bool = True
+    intermediate_size: int | None = None
+
+    @property
+    def ffn_size(self) -> int:
+        return self.intermediate_size or 4 * self.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def position_table_rows(self) -> int:
+        return self.max_sequence_length + 1 if self.block_position_encoding else self.max_sequence_length
+
+    # ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> GLMConfig:
+        """Build from a dict; unknown keys are an error naming the key and ``source``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in values if k not in known)
+        if unknown:
+            raise ValueError(f"{source}: unknown GLMConfig key(s) {unknown}; expected a subset of {sorted(known)}")
+        return cls(**values)
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> GLMConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model config {path} does not exist")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a JSON object of GLMConfig fields")
+        return cls.from_dict(values, source=str(path))
+
+    def validate(self, tensor_parallel_size: int = 1, seq_length: int | None = None) -> GLMConfig:
+        """Raise ValueError naming the field when the config cannot build a model at this TP size."""
+        tp = tensor_parallel_size
+        for name in ("num_layers", "vocab_size", "hidden_size", "num_attention_heads", "max_sequence_length",
+                     "checkpoint_num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GLMConfig.{name}={getattr(self, name)} must be >= 1")
+        if tp < 1:
+            raise ValueError(f"tensor_parallel_size={tp} must be >= 1")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_attention_heads={self.num_attention_heads}")
+        if self.num_attention_heads % tp:
+            raise ValueError(f"num_attention_heads={self.num_attention_heads} is not divisible by "
+                             f"tensor_parallel_size={tp}")
+        if self.ffn_size % tp:
+            raise ValueError(f"intermediate size {self.ffn_size} is not divisible by tensor_parallel_size={tp}")
+        if self.vocab_size % (128 * tp):
+            raise ValueError(f"vocab_size={self.vocab_size} must be a multiple of 128*tensor_parallel_size="
+                             f"{128 * tp} (pad the tokenizer vocabulary)")
+        for name in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"GLMConfig.{name}={getattr(self, name)} must be in [0, 1)")
+        if self.layernorm_epsilon <= 0 or self.init_method_std <= 0:
+            raise ValueError("GLMConfig.layernorm_epsilon and init_method_std must be > 0")
+        if self.max_memory_length < 0:
+            raise ValueError(f"GLMConfig.max_memory_length={self.max_memory_length} must be >= 0")
+        if self.attention_scale < 1.0:
+            raise ValueError(f"GLMConfig.attention_scale={self.attention_scale} must be >= 1")
+        if seq_length is not None and seq_length > self.max_sequence_length:
+            raise ValueError(f"seq_length={seq_length} exceeds max_sequence_length={self.max_sequence_length} "
+                             "(position table too small)")
+        return self

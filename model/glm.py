@@ -1,0 +1,291 @@
+"""The GLM network: word + position + block-position embeddings, pre-LN transformer, tied output.
+
+Reads like single-device code; tensor parallelism shows only as the mpu layer classes and the local head
+count ``np = n / p``. Dims: B batch, L query length, M memory length, K = M + L key length, h hidden,
+n heads, np local heads, D head dim (h / n), hp = np * D local hidden, V vocabulary (V/p local slice).
+
+Math per layer (reference 2.2):
+    x = LN_1(h);  a = Dense(softmax(Q K^T / sqrt(D) masked) V);  h1 = h + dropout(a)
+    y = LN_2(h1); h2 = h1 + dropout(W_2 gelu_tanh(W_1 y))
+Output: logits = LN_f(h_L) @ E^T with E the (vocab-parallel) word embedding; no output bias.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import GLMConfig
+from model.masks import normalize_attention_mask
+from mpu.cross_entropy import vocab_parallel_cross_entropy
+from mpu.initialize import ParallelState
+from mpu.layers import (
+    ColumnParallelLinear,
+    RowParallelLinear,
+    VocabParallelEmbedding,
+    normal_init,
+    scaled_normal_init,
+)
+from mpu.mappings import copy_to_tensor_parallel_region, gather_from_tensor_parallel_region
+from mpu.random import MODEL_PARALLEL_RNG
+from mpu.random import checkpoint as checkpoint_fn
+from mpu.utils import divide
+
+
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                   dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D), masked) v via ``scaled_dot_product_attention``.
+
+    q [B, np, L, D], k/v [B, np, K, D], mask bool [B or 1, 1, L, K] (True = attend) -> [B, np, L, D].
+    Equal to GLM's ``scores*m + (-65504)*(1-m)`` formulation: every row sees at least its own column, so
+    masked entries get probability exactly 0 in fp32 either way.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+class SelfAttention(nn.Module):
+    """Fused-QKV self-attention with optional memory keys/values; heads split across TP ranks."""
+
+    def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
+        super().__init__()
+        h, n = config.hidden_size, config.num_attention_heads
+        self.state = state
+        self.local_heads = divide(n, state.tp_size)
+        self.head_dim = divide(h, n)
+        self.attention_dropout = config.attention_dropout
+        # [3h/p, h]: this rank's rows [Q_r; K_r; V_r] (stride 3, reference 2.5).
+        self.query_key_value = ColumnParallelLinear(
+            h, 3 * h, state, gather_output=False, stride=3, generator=generator,
+            init_method=normal_init(config.init_method_std))
+        self.dense = RowParallelLinear(
+            h, h, state, input_is_parallel=True, generator=generator,
+            init_method=scaled_normal_init(config.init_method_std, config.num_layers))
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor:
+        B, L, _ = x.shape
+        np_, D = self.local_heads, self.head_dim
+        kv_input = x if mem is None else torch.cat([mem, x], dim=1)  # [B, K, h]
+        K = kv_input.size(1)
+        qkv = self.query_key_value(kv_input)  # [B, K, 3*hp]
+        qkv = qkv.view(B, K, 3, np_, D).permute(2, 0, 3, 1, 4)  # [3, B, np, K, D]
+        q, k, v = qkv.unbind(0)  # each [B, np, K, D]
+        if mem is not None:
+            q = q[:, :, -L:]  # [B, np, L, D]: only the current segment asks queries
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if dropout_p > 0.0:
+            # Heads differ per TP rank, so their dropout masks must too: use the per-rank tracker state.
+            tracker = self.state.rng_tracker
+            if not tracker.has(MODEL_PARALLEL_RNG):
+                # Not seeded explicitly (mpu.random.model_parallel_seed): derive it from torch's seed.
+                tracker.add(MODEL_PARALLEL_RNG, torch.initial_seed() + 2718 + self.state.tp_rank)
+            with self.state.rng_tracker.fork(MODEL_PARALLEL_RNG, device=q.device):
+                ctx = attention_core(q, k, v, mask, dropout_p)  # [B, np, L, D]
+        else:
+            ctx = attention_core(q, k, v, mask)  # [B, np, L, D]
+        ctx = ctx.transpose(1, 2).reshape(B, L, np_ * D)  # [B, L, hp]
+        return self.output_dropout(self.dense(ctx))  # [B, L, h]
+
+
+class MLP(nn.Module):
+    """h -> 4h (column parallel) -> tanh-GELU -> h (row parallel) -> dropout."""
+
+    def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
+        super().__init__()
+        h, f = config.hidden_size, config.ffn_size
+        self.dense_h_to_4h = ColumnParallelLinear(
+            h, f, state, gather_output=False, generator=generator,
+            init_method=normal_init(config.init_method_std))
+        self.dense_4h_to_h = RowParallelLinear(
+            f, h, state, input_is_parallel=True, generator=generator,
+            init_method=scaled_normal_init(config.init_method_std, config.num_layers))
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.gelu(self.dense_h_to_4h(x), approximate="tanh")  # [B, L, 4h/p]
+        return self.dropout(self.dense_4h_to_h(y))  # [B, L, h]
+
+
+def _layer_norm(config: GLMConfig) -> nn.LayerNorm:
+    ln = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
+    for p in ln.parameters():
+        p.model_parallel = False
+    return ln
+
+
+class TransformerLayer(nn.Module):
+    """Pre-LN block: h + Attn(LN1(h)), then + MLP(LN2(.)). Memory is normalised by LN1 too."""
+
+    def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
+        super().__init__()
+        self.input_layernorm = _layer_norm(config)
+        self.attention = SelfAttention(config, state, generator)
+        self.post_attention_layernorm = _layer_norm(config)
+        self.mlp = MLP(config, state, generator)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.input_layernorm(hidden)
+        mem = self.input_layernorm(mem) if mem is not None else None
+        hidden = hidden + self.attention(x, mask, mem)
+        return hidden + self.mlp(self.post_attention_layernorm(hidden))
+
+
+def _embedding(rows: int, h: int, std: float, generator: torch.Generator | None) -> nn.Embedding:
+    emb = nn.Embedding(rows, h)
+    with torch.no_grad():
+        emb.weight.copy_(torch.empty(rows, h).normal_(0.0, std, generator=generator))
+    emb.weight.model_parallel = False
+    return emb
+
+
+class GLMTransformer(nn.Module):
+    """Position tables, layers and final LayerNorm (GLM's ``GPT2ParallelTransformer``)."""
+
+    def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
+        super().__init__()
+        self.config = config
+        self.state = state
+        h = config.hidden_size
+        self.position_embeddings = _embedding(config.position_table_rows, h, config.init_method_std, generator)
+        if config.block_position_encoding:
+            self.block_position_embeddings = _embedding(config.position_table_rows, h, config.init_method_std,
+                                                        generator)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(config, state, generator) for _ in range(config.num_layers))
+        self.final_layernorm = _layer_norm(config)
+
+    def forward(self, hidden: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                mems: list[torch.Tensor] | None = None,
+                return_memory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        B, L, _ = hidden.shape
+        mem_len = mems[0].size(1) if mems else 0
+        mask = normalize_attention_mask(attention_mask.to(hidden.device), L, mem_len + L)  # [B|1, 1, L, K]
+        if self.config.block_position_encoding:
+            hidden = (hidden + self.position_embeddings(position_ids[:, 0])  # [B, L, h]
+                      + self.block_position_embeddings(position_ids[:, 1]))
+        else:
+            hidden = hidden + self.position_embeddings(position_ids)
+        hidden = self.embedding_dropout(hidden)
+
+        keep_memory = self.config.max_memory_length > 0 or return_memory
+        new_states = [hidden.detach()] if keep_memory else []
+        n_layers = len(self.layers)
+        # Memory states are a generation feature; checkpointing is a training one: never both.
+        use_ckpt = (self.config.checkpoint_activations and torch.is_grad_enabled() and self.training
+                    and not keep_memory)
+        chunk = self.config.checkpoint_num_layers if use_ckpt else 1
+        for start in range(0, n_layers, chunk):
+            end = min(start + chunk, n_layers)
+            layer_mems = mems[start:end] if mems else None
+            if use_ckpt:
+                hidden = checkpoint_fn(self._run_layers(start, end, mask), hidden,
+                                       *(layer_mems or []), rng_tracker=self.state.rng_tracker)
+            else:
+                hidden = self.layers[start](hidden, mask, layer_mems[0] if layer_mems else None)
+                if keep_memory:
+                    new_states.append(hidden.detach())
+        output = self.final_layernorm(hidden)
+        if keep_memory:
+            new_states = self._update_mems(new_states, mems, return_memory)
+        return output, new_states
+
+    def _run_layers(self, start: int, end: int, mask: torch.Tensor):
+        def run(hidden: torch.Tensor, *layer_mems: torch.Tensor) -> torch.Tensor:
+            for i in range(start, end):
+                hidden = self.layers[i](hidden, mask, layer_mems[i - start] if layer_mems else None)
+            return hidden
+        return run
+
+    def _update_mems(self, new_states: list[torch.Tensor], old: list[torch.Tensor] | None,
+                     return_memory: bool) -> list[torch.Tensor]:
+        """Concatenate with the old memory along the sequence; keep the last ``max_memory_length``."""
+        if old:
+            new_states = [torch.cat([m, s], dim=1) for m, s in zip(old, new_states, strict=False)]  # [B, M+L, h]
+        limit = self.config.max_memory_length
+        if not return_memory and limit > 0:
+            new_states = [s[:, -limit:] for s in new_states]
+        return new_states
+
+
+class GLMModel(nn.Module):
+    """GLM decoder with tied, vocab-parallel output logits.
+
+    ``forward(input_ids [B, L], position_ids [B, 2, L], attention_mask (sep [B] or bool [B, 1, L, K]),
+    mems=None, return_memory=False) -> (logits [B, L, V/p] (or [B, L, V] if not parallel_output), mems)``.
+    ``mems``: list of ``num_layers + 1`` tensors [B, M, h] (each layer's input, then the last output) from
+    a previous call with ``return_memory=True``. Initialisation is drawn from a CPU generator seeded with
+    ``init_seed`` (or ``generator``), identically for every TP size.
+    """
+
+    def __init__(self, config: GLMConfig, parallel_state: ParallelState | None = None, init_seed: int = 1234,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        state = parallel_state or ParallelState.single()
+        config.validate(state.tp_size)
+        self.config = config
+        self.state = state
+        if generator is None:
+            generator = torch.Generator().manual_seed(init_seed)
+        self.word_embeddings = VocabParallelEmbedding(
+            config.vocab_size, config.hidden_size, state, init_method=normal_init(config.init_method_std),
+            generator=generator)
+        self.transformer = GLMTransformer(config, state, generator)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                mems: list[torch.Tensor] | None = None,
+                return_memory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        emb = self.word_embeddings(input_ids)  # [B, L, h]
+        hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory)
+        hidden = copy_to_tensor_parallel_region(hidden, self.state)
+        logits = F.linear(hidden, self.word_embeddings.weight)  # [B, L, V/p]
+        if not self.config.parallel_output:
+            logits = gather_from_tensor_parallel_region(logits, self.state)  # [B, L, V]
+        return logits, new_mems
+
+
+def glm_lm_loss(logits: torch.Tensor, target: torch.Tensor, loss_mask: torch.Tensor,
+                parallel_state: ParallelState | None = None) -> torch.Tensor:
+    """sum(CE * loss_mask) / sum(loss_mask), CE from vocab-parallel logits [B, L, V/p] in fp32.
+
+    Returns 0 (with a graph) when the mask is empty.
+    """
+    state = parallel_state or ParallelState.single()
+    losses = vocab_parallel_cross_entropy(logits.float(), target, state)  # [B, L]
+    mask = loss_mask.reshape(losses.shape).float()
+    total = mask.sum()
+    weighted = (losses * mask).sum()
+    return weighted / total if float(total) > 0 else weighted
+
+
+def param_groups_for_weight_decay(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimizer groups: weights with decay; biases and LayerNorm parameters without.
+
+    Parameters lacking ``model_parallel`` are marked replicated (``False``), as GLM does for grad clipping.
+    """
+    decay, no_decay = [], []
+    for module in model.modules():
+        is_ln = isinstance(module, nn.LayerNorm)
+        for name, param in module.named_parameters(recurse=False):
+            if not hasattr(param, "model_parallel"):
+                param.model_parallel = False
+            if not param.requires_grad:
+                continue
+            (no_decay if is_ln or name == "bias" else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_flops_per_token(config: GLMConfig, seq_length: int) -> float:
+    """Training FLOPs per token: 72*L*h^2 + 12*L*s*h + 6*V*h (forward + backward)."""
+    L, h = config.num_layers, config.hidden_size
+    return 72.0 * L * h * h + 12.0 * L * seq_length * h + 6.0 * config.vocab_size * h
+
+
+__all__ = ["GLMModel", "GLMTransformer", "TransformerLayer", "SelfAttention", "MLP", "attention_core",
+           "glm_lm_loss", "param_groups_for_weight_decay", "num_parameters", "model_flops_per_token"]

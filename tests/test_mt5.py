@@ -1,0 +1,286 @@
+"""mT5 baseline: task table and readers, loss shifting, truncation, end-to-end training / resume / multi-process.
+
+The model is a tiny randomly initialised MT5 (d_model 32, one layer each side) with a sentencepiece model
+trained here on the fixture text; nothing is downloaded (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mt5.data import PROMPTS, Example, load_task, parse_source, read_source, take
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "data" / "sample" / "tasks"
+PY = sys.executable
+
+
+def fixture_rows() -> list[dict[str, str]]:
+    with open(FIXTURES / "scisummnet" / "scisummnet.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- data (no Transformers needed)
+
+
+def test_take_head_tail_fraction_count():
+    rows = list(range(10))
+    assert take(rows, 0.8) == list(range(8))
+    assert take(rows, -0.2) == [8, 9]
+    assert take(rows, 3) == [0, 1, 2]
+    assert take(rows, -3) == [7, 8, 9]
+    assert take(list(range(7)), 0.8) == list(range(5)) and take(list(range(7)), -0.2) == [6]  # floor: no overlap
+    assert take(rows, None) == rows
+    assert parse_source("ncls:zh:19200").size == 19200 and parse_source("scisummnet:zh").size is None
+
+
+def test_scisummnet_simple_split_and_prompt():
+    rows = fixture_rows()
+    train, valid = load_task("scisummnet", "simple", FIXTURES)
+    assert [e.summary for e in train] == [r["zh_sum"] for r in rows[:8]]
+    assert [e.summary for e in valid] == [r["zh_sum"] for r in rows[8:]]
+    assert train[0].text == rows[0]["text"] and train[0].lang == "zh" and train[0].prompt == " 中文摘要："
+
+
+def test_ncls_languages_and_cross_dataset_eval():
+    train, valid = load_task("ncls", "sum2en", FIXTURES)
+    assert len(train) == 7 and len(valid) == 3 and all(e.lang == "en" for e in train + valid)
+    assert valid[0].summary == "A neural scorer ranks antecedents for coreference."
+    assert valid[0].prompt == PROMPTS["en"]
+    train, valid = load_task("ncls", "multitask", FIXTURES)
+    assert [e.lang for e in train] == ["zh"] * 7 + ["en"] * 7 and len(valid) == 3
+    train, valid = load_task("ncls", "sci_eval", FIXTURES)
+    assert len(train) == 7 and len(valid) == 10  # validation on the whole scisummnet file
+
+
+def test_mtgcrosssum_reader(tmp_path):
+    d = tmp_path / "mtg_sum"
+    d.mkdir()
+    (d / "dev.annotation.doc.de").write_text("Ein  Dokument.\nNoch eins.\n", encoding="utf-8")
+    (d / "dev.annotation.sum.zh").write_text("一个文档。\n另一个。\n", encoding="utf-8")
+    ex = read_source(tmp_path, "mtgcrosssum:de2zh", "valid")
+    assert ex == [Example("Ein Dokument.", "一个文档。", "zh"), Example("Noch eins.", "另一个。", "zh")]
+    with pytest.raises(ValueError, match="<src>2zh"):
+        read_source(tmp_path, "mtgcrosssum:de2en", "valid")
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_task_and_subtask_list_valid_ones():
+    from mt5.finetune_mt5 import main
+
+    with pytest.raises(ValueError, match="unknown task 'xsum'; valid tasks: ncls, scisummnet, mtgcrosssum"):
+        main(["xsum", "simple"])
+    with pytest.raises(ValueError, match="unknown subtask 'simple' of task 'ncls'; valid subtasks: multitask, sum2zh, sum2en, sci_eval"):
+        main(["ncls", "simple"])
+
+
+def test_missing_data_file_is_named(tmp_path):
+    from mt5.finetune_mt5 import main
+
+    with pytest.raises(FileNotFoundError, match=r"scisummnet[/\\]scisummnet\.csv"):
+        main(["scisummnet", "simple", "--data-dir", str(tmp_path)])
+    (tmp_path / "ncls").mkdir()
+    (tmp_path / "ncls" / "ncls_en2zh_train.csv").write_text("text,zh_sum\na,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="missing column\\(s\\) en_sum"):
+        main(["ncls", "sum2en", "--data-dir", str(tmp_path)])
+
+
+def test_wandb_requested_but_missing(monkeypatch):
+    from mt5.finetune_mt5 import main
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
+    with pytest.raises(ImportError, match="wandb package is not installed: `pip install wandb`"):
+        main(["scisummnet", "simple", "--wandb", "--data-dir", str(FIXTURES)])
+    with pytest.raises(ValueError, match="--wandb-offline needs --wandb"):
+        main(["scisummnet", "simple", "--wandb-offline"])
+
+
+def test_cli_prints_one_line_error():
+    r = subprocess.run([PY, "mt5/finetune_mt5.py", "ncls", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "finetune_mt5.py: error: unknown subtask 'nope' of task 'ncls'; valid subtasks: multitask, sum2zh, sum2en, sci_eval"
+    ]
+
+
+# ---------------------------------------------------------------- tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 1+1 layer MT5 and a sentencepiece tokenizer trained on the fixtures, saved like a hub checkpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import sentencepiece as spm
+    import torch
+    from transformers import MT5Config, MT5ForConditionalGeneration, T5Tokenizer
+
+    out = tmp_path_factory.mktemp("tiny_mt5")
+    text = [t for r in fixture_rows() for t in (r["text"], r["zh_sum"])] + [PROMPTS["zh"], PROMPTS["en"]]
+    (out / "corpus.txt").write_text("\n".join(text), encoding="utf-8")
+    spm.SentencePieceTrainer.Train(
+        input=str(out / "corpus.txt"), model_prefix=str(out / "spiece"), vocab_size=400, hard_vocab_limit=False,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, model_type="unigram", num_threads=1,
+        minloglevel=2,
+    )
+    tok = T5Tokenizer.from_pretrained(str(out), extra_ids=0)
+    tok.save_pretrained(out)
+    torch.manual_seed(0)
+    cfg = MT5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
+                    relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0,
+                    eos_token_id=1)
+    MT5ForConditionalGeneration(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; reset them so each in-process run starts clean."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_loss_shift_fixed_and_legacy(tiny_model):
+    """Fixed: decoder input = [start] + y[:-1], labels = y. Legacy: decoder input y[:-1], labels y[1:]."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import MT5ForConditionalGeneration
+
+    from mt5.finetune_mt5 import seq2seq_loss
+
+    model = MT5ForConditionalGeneration.from_pretrained(tiny_model)
+    x = torch.tensor([[5, 6, 7, 1], [8, 9, 1, 0]])
+    y = torch.tensor([[11, 12, 13, 1], [14, 1, 0, 0]])  # 0 = pad
+    batch = {"input_ids": x, "attention_mask": (x != 0).long(), "labels": y}
+
+    def manual(dec_in, labels):
+        logits = model(input_ids=x, attention_mask=batch["attention_mask"], decoder_input_ids=dec_in).logits
+        keep = labels != 0
+        return F.cross_entropy(logits[keep], labels[keep])
+
+    start = torch.zeros((2, 1), dtype=torch.long)  # decoder_start_token_id = pad = 0
+    fixed = manual(torch.cat([start, y[:, :-1]], 1), y)
+    legacy = manual(y[:, :-1], y[:, 1:])
+    assert seq2seq_loss(model, batch, 0, legacy_double_shift=False).item() == pytest.approx(fixed.item(), rel=1e-5)
+    assert seq2seq_loss(model, batch, 0, legacy_double_shift=True).item() == pytest.approx(legacy.item(), rel=1e-5)
+    assert abs(fixed.item() - legacy.item()) > 1e-4
+
+
+def test_source_truncation_keeps_prompt(tiny_model):
+    from transformers import AutoTokenizer
+
+    from mt5.finetune_mt5 import FinetuneConfig, encode_example
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    ex = Example(" ".join(r["text"] for r in fixture_rows()), "本文提出一种方法。", "zh")
+    prompt = tok(ex.prompt, add_special_tokens=False).input_ids
+    fixed = encode_example(tok, ex, FinetuneConfig("scisummnet", "simple", max_source_length=24, max_target_length=6))
+    assert len(fixed["input_ids"]) == 24 and fixed["input_ids"][-len(prompt) - 1 :] == prompt + [tok.eos_token_id]
+    assert len(fixed["labels"]) == 6 and fixed["labels"][-1] == tok.eos_token_id
+    legacy = encode_example(tok, ex, FinetuneConfig("scisummnet", "simple", max_source_length=24, legacy_truncation=True))
+    assert len(legacy["input_ids"]) == 24 and legacy["input_ids"][-len(prompt) - 1 : -1] != prompt  # prompt cut off
+
+
+def common_args(model: Path, out: Path) -> list[str]:
+    return ["scisummnet", "simple", "--model", str(model), "--data-dir", str(FIXTURES), "--output-dir", str(out),
+            "--cpu", "--lr", "1e-2", "--log-every", "1", "--max-source-length", "64", "--max-gen-length", "12",
+            "--no-eval-every-epoch"]
+
+
+def read_log(out: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_train_generate_score_and_resume(tiny_model, tmp_path, fresh_accelerate_state):
+    from accelerate.state import AcceleratorState
+    from safetensors.torch import load_file
+
+    from mt5.finetune_mt5 import main
+    from tasks.rouge import rouge_scores
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    # 8 training rows, batch 2: 4 steps per epoch; checkpoints mid-epoch (step 2) and at the epoch's end (step 4),
+    # so the resumed run must skip the 2 batches it already did.
+    args = ["--batch-size", "2", "--epochs", "3", "--max-steps", "4", "--save-every", "2"]
+    metrics = main(common_args(tiny_model, a) + args)
+    losses = read_log(a)
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1] - 1.0  # it learns
+    assert metrics["step"] == 4 and metrics["epoch"] == 1 and metrics["num_valid"] == 2
+    preds = [json.loads(line) for line in (a / "predictions_step4.jsonl").read_text().splitlines()]
+    assert [p["reference"] for p in preds] == [r["zh_sum"] for r in fixture_rows()[8:]]
+    assert all(p["prediction"] for p in preds)  # generation produced text
+    # Chinese targets are scored on characters.
+    expected = rouge_scores([p["prediction"] for p in preds], [p["reference"] for p in preds], "char")
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    saved = json.loads((a / "results.json").read_text())
+    assert saved["metrics"]["rouge-1"] == pytest.approx(metrics["rouge-1"])
+    assert (a / "best" / "config.json").is_file() and (a / "tensorboard").is_dir()
+    assert (a / "checkpoints" / "latest").read_text() == "step_4"
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed = main(common_args(tiny_model, b) + args + ["--resume-from", str(a / "checkpoints" / "step_2")])
+    assert read_log(b) == pytest.approx({3: losses[3], 4: losses[4]}, rel=1e-6)
+    wa = load_file(a / "checkpoints" / "step_4" / "model.safetensors")
+    wb = load_file(b / "checkpoints" / "step_4" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all((wa[k] - wb[k]).abs().max() < 1e-6 for k in wa)
+    assert resumed["step"] == 4 and resumed["epoch"] == 1 and resumed["rouge-1"] == pytest.approx(metrics["rouge-1"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(tiny_model, tmp_path):
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    launcher = [PY, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
+    # 8 training rows over 2 processes, batch 2 each: 2 steps per epoch.
+    args = common_args(tiny_model, out) + ["--batch-size", "2", "--epochs", "2", "--eval-batch-size", "1"]
+    r = subprocess.run(launcher + ["mt5/finetune_mt5.py"] + args, cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes" in r.stderr
+    losses = read_log(out)
+    assert sorted(losses) == [1, 2, 3, 4] and losses[4] < losses[1]
+    result = json.loads((out / "results.json").read_text())
+    assert result["metrics"]["step"] == 4 and 0 <= result["metrics"]["rouge-1"] <= 100
+    preds = [json.loads(line) for line in (out / "predictions_step4.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in preds] == [0, 1]  # one example generated on each rank, gathered once
+    assert all(p["prediction"] for p in preds)
+
+
+@pytest.mark.slow
+def test_legacy_switches_reproduce_token_id_rouge(tiny_model, tmp_path, fresh_accelerate_state):
+    """--legacy-rouge scores mT5 token ids (with </s>) of predictions and of the truncated references."""
+    from transformers import AutoTokenizer
+
+    from mt5.finetune_mt5 import main
+    from tasks.rouge import rouge_n
+
+    out = tmp_path / "legacy"
+    metrics = main(common_args(tiny_model, out) + ["--batch-size", "4", "--max-steps", "2", "--max-target-length", "8",
+                                                   "--legacy-rouge", "--legacy-double-shift", "--legacy-truncation"])
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    preds = [json.loads(line) for line in (out / "predictions_step2.jsonl").read_text().splitlines()]
+    r1 = []
+    for p in preds:
+        ref_ids = tok(p["reference"], max_length=8, truncation=True).input_ids  # the original's truncated target
+        ref = tok(tok.decode(ref_ids, skip_special_tokens=True)).input_ids
+        pred = tok(p["prediction"]).input_ids
+        assert ref[-1] == pred[-1] == tok.eos_token_id
+        r1.append(rouge_n(list(map(str, pred)), list(map(str, ref)), 1).fmeasure)
+    assert metrics["rouge-1"] == pytest.approx(100 * sum(r1) / len(r1))
+    assert metrics["rouge-1"] > 0  # the shared </s> alone makes it positive: the bias the fix removes

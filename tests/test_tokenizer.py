@@ -1,0 +1,193 @@
+"""GLMTokenizer: command-token layout, padding, round trips in every sample language, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import SAMPLE_CORPUS, SAMPLE_TOKENIZER, shared_path
+
+from data_utils.tokenizer import GLMTokenizer
+
+SAMPLE_LANGS = ["ar", "de", "en", "es", "fr", "hi", "ja", "ru", "th", "zh"]
+
+
+def sp_whitespace(s: str) -> str:
+    """What sentencepiece's whitespace handling does to text: runs of spaces collapse, ends are stripped."""
+    return re.sub(" +", " ", s).strip(" ")
+
+
+# ------------------------------------------------------------------------ released GLM tokenizer
+def test_cog_pretrain_command_ids(cog_tokenizer):
+    tok = cog_tokenizer
+    assert tok.num_text_tokens == 50000
+    expected = {
+        "<|endoftext|>": 50000,
+        "[SEP]": 50001,
+        "[CLS]": 50002,
+        "[MASK]": 50003,
+        "[UNK]": 50004,
+        "<|startofpiece|>": 50006,
+        "<|endofpiece|>": 50007,
+        "[sMASK]": 50008,
+        "[gMASK]": 50009,
+    }
+    assert tok.convert_tokens_to_ids(list(expected)) == list(expected.values())
+    assert tok.convert_ids_to_tokens(list(expected.values())) == list(expected)
+    assert (tok.pad_id, tok.eos_id, tok.mask_id, tok.sop_id, tok.eop_id, tok.smask_id, tok.gmask_id) == (
+        50000, 50000, 50003, 50006, 50007, 50008, 50009,
+    )
+    assert len(tok) == 50010
+    assert tok.padded_vocab_size(128) == 50048  # ceil(50010 / 128) * 128 = 391 * 128
+    assert tok.padded_vocab_size(128, tensor_parallel_size=2) == 50176  # 196 * 256
+    assert tok.padded_vocab_size(128, tensor_parallel_size=4) == 50176  # 98 * 512
+
+
+def test_dblock_is_optional(cog_tokenizer):
+    with_dblock = GLMTokenizer(cog_tokenizer.model_path, add_dblock=True)
+    assert with_dblock.get_command("dBLOCK").id == 50010
+    assert len(with_dblock) == 50011
+    with pytest.raises(ValueError, match="dBLOCK"):
+        cog_tokenizer.get_command("dBLOCK")
+
+
+def test_command_tokens_in_text(cog_tokenizer):
+    tok = cog_tokenizer
+    ids = tok.encode("北京是中国的首都 [MASK] 你好 [sMASK] x[gMASK]")
+    assert ids.count(tok.mask_id) == 1 and ids.count(tok.smask_id) == 1 and ids.count(tok.gmask_id) == 1
+    # "[sMASK]" must never be read as "s" + "[MASK]"
+    assert tok.encode("[sMASK]") == [tok.smask_id]
+    # lstrip tokens swallow the space before them: "a [MASK]" and "a[MASK]" encode the same
+    assert tok.encode("hello [MASK]") == tok.encode("hello[MASK]")
+    text = tok.decode(tok.encode("hello [MASK] world"))
+    assert text == "hello [MASK] world"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_cog_pretrain_round_trip_on_xquad(cog_tokenizer, lang):
+    """cog-pretrain is a zh/en model with NFKC normalisation: compare after the same normalisation."""
+    import unicodedata
+
+    data = json.loads(shared_path("xquad", f"xquad.{lang}.json").read_text(encoding="utf-8"))
+    for article in data["data"][:5]:
+        for para in article["paragraphs"]:
+            s = para["context"]
+            expected = sp_whitespace(unicodedata.normalize("NFKC", s))
+            got = cog_tokenizer.decode(cog_tokenizer.encode(s))
+            if "\u2047" in got:  # sentencepiece's unk rendering: characters outside this model's vocabulary
+                continue
+            assert got == expected
+
+
+# ------------------------------------------------------------------------ bundled sample tokenizer
+def iter_sample_texts(lang):
+    with open(SAMPLE_CORPUS / f"{lang}.jsonl", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)["text"]
+
+
+def test_sample_tokenizer_layout(sample_tokenizer):
+    tok = sample_tokenizer
+    n = tok.num_text_tokens
+    assert [tok.eos_id, tok.mask_id, tok.sop_id, tok.eop_id, tok.smask_id, tok.gmask_id] == [
+        n, n + 3, n + 6, n + 7, n + 8, n + 9,
+    ]
+    assert tok.padded_vocab_size() % 128 == 0 and tok.padded_vocab_size() >= n + 10
+
+
+@pytest.mark.parametrize("lang", SAMPLE_LANGS)
+def test_sample_round_trip_corpus(sample_tokenizer, lang):
+    texts = list(iter_sample_texts(lang))
+    assert len(texts) >= 40
+    for s in texts:
+        for line in s.split("\n"):
+            assert sample_tokenizer.decode(sample_tokenizer.encode(line)) == sp_whitespace(line)
+
+
+XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"]
+
+
+@pytest.mark.parametrize("lang", XQUAD_LANGS)
+def test_sample_round_trip_xquad(sample_tokenizer, lang):
+    """Byte fallback: even scripts absent from the sample corpus (Greek, Vietnamese) round-trip exactly."""
+    data = json.loads(shared_path("xquad", f"xquad.{lang}.json").read_text(encoding="utf-8"))
+    n = 0
+    for article in data["data"]:
+        for para in article["paragraphs"][:3]:
+            texts = [para["context"]] + [qa["question"] for qa in para["qas"]]
+            texts += [a["text"] for qa in para["qas"] for a in qa["answers"]]
+            for s in texts:
+                for line in s.split("\n"):
+                    assert sample_tokenizer.decode(sample_tokenizer.encode(line)) == sp_whitespace(line)
+                    n += 1
+    assert n > 100
+
+
+def test_convert_tokens_round_trip(sample_tokenizer):
+    tok = sample_tokenizer
+    ids = tok.encode("Multilingual GLM [MASK] 多语言")
+    assert tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(ids)) == ids
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_missing_model_file(tmp_path):
+    p = tmp_path / "nope.model"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(p))):
+        GLMTokenizer(p)
+
+
+def test_corrupt_model_file(tmp_path):
+    p = tmp_path / "bad.model"
+    p.write_bytes(b"this is not a sentencepiece model")
+    with pytest.raises(ValueError, match=re.escape(str(p))):
+        GLMTokenizer(p)
+
+
+def test_unknown_command_token(sample_tokenizer):
+    with pytest.raises(ValueError, match="'BOGUS'"):
+        sample_tokenizer.get_command("BOGUS")
+    with pytest.raises(ValueError, match=re.escape("'[BOGUS]'")):
+        sample_tokenizer.convert_tokens_to_ids(["[BOGUS]"])
+
+
+@pytest.mark.parametrize("offset", [5, 10, 100])
+def test_out_of_range_ids(sample_tokenizer, offset):
+    bad = sample_tokenizer.num_text_tokens + offset
+    with pytest.raises(ValueError, match=f"token id {bad} "):
+        sample_tokenizer.decode([5, bad])
+    with pytest.raises(ValueError, match=f"token id {bad} "):
+        sample_tokenizer.convert_ids_to_tokens([bad])
+    with pytest.raises(ValueError, match="token id -1 "):
+        sample_tokenizer.decode([-1])
+
+
+def test_bundled_model_is_the_one_in_the_repo():
+    assert SAMPLE_TOKENIZER.is_file(), "the sample tokenizer is bundled in data/sample/tokenizer"
+
+
+# ----------------------------------------------------------------------------- training tool
+def test_train_tokenizer_is_reproducible(tmp_path):
+    from tools.train_tokenizer import train
+
+    src = tmp_path / "xx.jsonl"
+    docs = [
+        "The quick brown fox jumps over the lazy dog. 快速的棕色狐狸跳过了懒狗。",
+        "Быстрая коричневая лиса прыгает через ленивую собаку!\nLe renard brun saute.",
+        "तेज़ भूरी लोमड़ी आलसी कुत्ते पर कूदती है। Der schnelle braune Fuchs.",
+    ] * 20
+    src.write_text("\n".join(json.dumps({"text": d}, ensure_ascii=False) for d in docs), encoding="utf-8")
+    a = train([str(src)], str(tmp_path / "a" / "m"), vocab_size=300)
+    b = train([str(tmp_path)], str(tmp_path / "b" / "m"), vocab_size=300)
+    assert a.read_bytes() == b.read_bytes()
+    tok = GLMTokenizer(a)
+    assert tok.decode(tok.encode(docs[0])) == docs[0]
+
+
+def test_train_tokenizer_bad_jsonl(tmp_path):
+    from tools.train_tokenizer import train
+
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"text": "fine"}\n{"txt": "oops"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(f"{src}:2")):
+        train([str(src)], str(tmp_path / "m"), vocab_size=50)

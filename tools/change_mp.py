@@ -1,0 +1,99 @@
+"""Reshard a DeepSpeed-layout checkpoint between tensor-parallel sizes (e.g. 1 <-> 2 <-> 4).
+
+Input:  <ckpt>/latest (holding the tag) and <ckpt>/<tag>/mp_rank_XX_model_states.pt (model under ``module``).
+Output: <out>/<tag>/mp_rank_YY_model_states.pt for the target size, plus <out>/latest.
+Model tensors follow the split/merge rules of ``model.checkpoint_compat`` (QKV 3-way interleave included);
+other keys are kept with ``mp_world_size`` updated; optimizer / ZeRO state is dropped (it cannot be resharded
+here) with a warning.
+
+Usage: python tools/change_mp.py CKPT_DIR TARGET_TP [--out OUT_DIR] [--tag TAG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from model.checkpoint_compat import merge_state_dicts, shard_state_dict
+
+_RANK_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
+_DROPPED = ("optimizer",)
+
+
+def read_tag(ckpt_dir: Path) -> str:
+    for tracker in ("latest", "latest_checkpointed_iteration.txt"):
+        path = ckpt_dir / tracker
+        if path.is_file():
+            tag = path.read_text().strip()
+            if not tag:
+                raise ValueError(f"{path}: empty tag")
+            return tag
+    raise FileNotFoundError(f"{ckpt_dir}: no 'latest' tracker file; pass --tag")
+
+
+def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None = None,
+              tag: str | None = None) -> Path:
+    """Write the resharded checkpoint and return the output directory."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {ckpt_dir} does not exist")
+    tag = tag or read_tag(ckpt_dir)
+    tag_dir = ckpt_dir / tag
+    if not tag_dir.is_dir():
+        raise FileNotFoundError(f"{tag_dir} does not exist (tag {tag!r})")
+    files = sorted((int(m.group(1)), p) for p in tag_dir.iterdir() if (m := _RANK_FILE.match(p.name)))
+    if not files:
+        raise FileNotFoundError(f"{tag_dir}: no mp_rank_XX_model_states.pt files")
+    ranks = [r for r, _ in files]
+    if ranks != list(range(len(ranks))):
+        raise FileNotFoundError(f"{tag_dir}: model-parallel ranks {ranks} are not 0..{len(ranks) - 1}")
+    source_tp = len(files)
+    if target_tp < 1 or (source_tp % target_tp and target_tp % source_tp):
+        raise ValueError(f"cannot reshard from TP={source_tp} to TP={target_tp}: one must divide the other")
+    out_dir = Path(out_dir) if out_dir else ckpt_dir.with_name(f"{ckpt_dir.name}_MP{target_tp}")
+
+    states = [torch.load(p, map_location="cpu", weights_only=False) for _, p in files]
+    for (_, p), s in zip(files, states, strict=True):
+        if not isinstance(s, dict) or "module" not in s:
+            raise ValueError(f"{p}: expected a dict with a 'module' state dict")
+    full = merge_state_dicts([s["module"] for s in states])
+    dropped = sorted(k for k in states[0] if k in _DROPPED and states[0][k] is not None)
+    if dropped:
+        print(f"warning: dropping {dropped} from the checkpoint (optimizer state cannot be resharded)",
+              file=sys.stderr)
+    zero_files = sorted(p.name for p in tag_dir.glob("*optim_states.pt"))
+    if zero_files:
+        print(f"warning: not copying ZeRO optimizer shards {zero_files}", file=sys.stderr)
+
+    target_dir = out_dir / tag
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for r in range(target_tp):
+        out = {k: v for k, v in states[0].items() if k != "module"}
+        for k in _DROPPED:
+            if k in out:
+                out[k] = None
+        out["module"] = shard_state_dict(full, target_tp, r)
+        out["mp_world_size"] = target_tp
+        torch.save(out, target_dir / f"mp_rank_{r:02d}_model_states.pt")
+    (out_dir / "latest").write_text(tag)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ckpt_dir")
+    parser.add_argument("target_tp", type=int)
+    parser.add_argument("--out", default=None, help="output directory (default: <ckpt_dir>_MP<target>)")
+    parser.add_argument("--tag", default=None, help="checkpoint tag (default: read from <ckpt_dir>/latest)")
+    args = parser.parse_args(argv)
+    out = change_mp(args.ckpt_dir, args.target_tp, args.out, args.tag)
+    print(f"wrote {out}")
+    return {"out_dir": str(out), "target_tp": args.target_tp}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Typed run configuration and its argparse front end (GLM's flag names where GLM had them).
+
+The command line is parsed once, at the edge, into frozen dataclasses; functions receive the slice they
+need. Values that can be set both by a flag and by the DeepSpeed JSON (micro-batch, accumulation, lr,
+weight decay, Adam betas/eps, clipping, bf16/fp16) must agree when both are given, or the run refuses to
+start naming both; a value given in only one place is taken from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    model_config: str | None = None  # config/model/X.json; flags below override its fields
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    max_position_embeddings: int | None = None  # GLM's name for GLMConfig.max_sequence_length
+    hidden_dropout: float | None = None
+    attention_dropout: float | None = None
+    checkpoint_activations: bool = False
+    checkpoint_num_layers: int = 1
+    make_vocab_size_divisible_by: int = 128
+
+
+@dataclass(frozen=True)
+class DataArgs:
+    train_data: tuple[str, ...] = ()  # tokenized store folders (tools/preprocess_data.py output)
+    valid_data: tuple[str, ...] = ()
+    tokenizer_model: str | None = None  # sentencepiece .model
+    seq_length: int = 512
+    bert_prob: float = 0.5
+    gap_sentence_prob: float = 0.3
+    avg_block_length: float = 3.0
+    gpt_min_ratio: float = 0.25
+    gpt_infill_prob: float = 0.5
+    dataset_temperature: float = 0.3
+    num_workers: int = 1
+    valid_fraction: float = 0.01  # documents held out for validation when --valid-data is not given
+
+
+@dataclass(frozen=True)
+class OptimArgs:
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-6
+    clip_grad: float = 1.0
+    lr_decay_style: str = "linear"
+    lr_decay_iters: int | None = None
+    lr_decay_ratio: float = 0.1
+    warmup: float = 0.01
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    train_iters: int = 1000
+    batch_size: int = 4  # micro-batch per data-parallel rank
+    gradient_accumulation_steps: int = 1
+    seed: int = 1234
+    bf16: bool = False
+    fp16: bool = False
+    model_parallel_size: int = 1
+    deepspeed: bool = False
+    deepspeed_config: str | None = None
+    zero_stage: int | None = None
+    save: str | None = None
+    load: str | None = None
+    load_pretrained: str | None = None
+    no_load_optim: bool = False
+    save_interval: int = 5000
+    eval_interval: int = 1000
+    eval_iters: int = 10
+    log_interval: int = 50
+    log_dir: str | None = None  # TensorBoard + metrics.jsonl; default <save>/logs
+    no_tensorboard: bool = False
+    experiment_name: str = "mglm"
+    local_rank: int | None = None
+    device: str | None = None  # "cpu" or "cuda"; default: cuda when available
+    exit_signal_save: bool = True  # SIGTERM/SIGINT save a checkpoint before exiting
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    ds_config: dict[str, Any] | None = None  # the resolved DeepSpeed JSON (None without --deepspeed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------- argparse
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# Flags whose GLM spelling differs from the dataclass field.
+_ALIASES = {"deepspeed_config": ["--deepspeed_config", "--deepspeed-config"], "local_rank": ["--local_rank", "--local-rank"]}
+_HELP = {
+    "model_config": "model JSON (config/model/*.json); the model flags override its fields",
+    "train_data": "tokenized store folder(s) made by tools/preprocess_data.py",
+    "tokenizer_model": "sentencepiece model file (default: the one recorded in the store)",
+    "batch_size": "micro-batch per data-parallel rank (DeepSpeed: train_micro_batch_size_per_gpu)",
+    "warmup": "warm-up steps as a fraction of the decay steps",
+    "bert_prob": "probability of the [MASK] span objective per batch",
+    "gap_sentence_prob": "probability of the [sMASK] sentence objective per batch (rest: [gMASK])",
+    "dataset_temperature": "language sampling p_i ~ n_i^T",
+    "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
+    "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
+    "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint or a released .pt file",
+}
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
+    group = parser.add_argument_group(title)
+    for f in fields(cls):
+        names = _ALIASES.get(f.name, [_flag(f.name)])
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": _HELP.get(f.name)}
+        t = f.type if isinstance(f.type, str) else f.type.__name__
+        if t == "bool":
+            kw["action"] = "store_true"
+        elif t.startswith("tuple"):
+            kw["nargs"] = "+"
+        elif "int" in t and "float" not in t:
+            kw["type"] = int
+        elif "float" in t:
+            kw["type"] = float
+        group.add_argument(*names, **kw)
+
+
+def build_parser(description: str = "mglm pretraining") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    add_dataclass_args(p, ModelArgs, "model")
+    add_dataclass_args(p, DataArgs, "data")
+    add_dataclass_args(p, OptimArgs, "optimizer and schedule")
+    add_dataclass_args(p, TrainArgs, "training")
+    return p
+
+
+def _take(cls, ns: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    kw = {}
+    for f in fields(cls):
+        v = getattr(ns, f.name, None)
+        if overrides and f.name in overrides and overrides[f.name] is not None:
+            v = overrides[f.name]
+        if v is None or v is False:
+            continue
+        kw[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**kw)
+
+
+# ------------------------------------------------------------------------------ DeepSpeed merging
+# flag name -> (path in the DeepSpeed JSON, how to compare)
+_DS_KEYS = {
+    "batch_size": ("train_micro_batch_size_per_gpu",),
+    "gradient_accumulation_steps": ("gradient_accumulation_steps",),
+    "clip_grad": ("gradient_clipping",),
+    "lr": ("optimizer", "params", "lr"),
+    "weight_decay": ("optimizer", "params", "weight_decay"),
+    "adam_eps": ("optimizer", "params", "eps"),
+    "zero_stage": ("zero_optimization", "stage"),
+    "bf16": ("bf16", "enabled"),
+    "fp16": ("fp16", "enabled"),
+}
+
+
+def _get(d: dict, path: tuple[str, ...]):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _set(d: dict, path: tuple[str, ...], value) -> None:
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    d[path[-1]] = value
+
+
+def merge_deepspeed_config(ns: argparse.Namespace, ds_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read the DeepSpeed JSON, check it against explicitly given flags, and fill each side from the other.
+
+    Returns (values to use for our flags, the resolved DeepSpeed config)."""
+    path = Path(ds_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--deepspeed_config {path}: file not found")
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if "scheduler" in ds:
+        raise ValueError(f"{path}: remove the 'scheduler' block; mglm sets the learning rate itself "
+                         "(--lr, --warmup, --lr-decay-style, --lr-decay-iters, --lr-decay-ratio)")
+    ours: dict[str, Any] = {}
+    for name, key in _DS_KEYS.items():
+        flag_v = getattr(ns, name, None)
+        json_v = _get(ds, key)
+        if name in ("bf16", "fp16") and flag_v is False:
+            flag_v = None  # store_true flags that were not given
+        if flag_v is not None and json_v is not None and not _same(flag_v, json_v):
+            raise ValueError(f"{_flag(name)} {flag_v} contradicts {'.'.join(key)} = {json_v} in {path}; "
+                             "set it in one place or make them agree")
+        if json_v is not None:
+            ours[name] = json_v
+        elif flag_v is not None and (name not in ("lr", "weight_decay", "adam_eps") or "optimizer" in ds):
+            _set(ds, key, flag_v)
+    betas = _get(ds, ("optimizer", "params", "betas"))
+    if betas is not None:
+        for i, name in enumerate(("adam_beta1", "adam_beta2")):
+            v = getattr(ns, name, None)
+            if v is not None and not _same(v, betas[i]):
+                raise ValueError(f"{_flag(name)} {v} contradicts optimizer.params.betas[{i}] = {betas[i]} in {path}")
+            ours[name] = betas[i]
+    if ds.get("fp16", {}).get("enabled") and ds.get("bf16", {}).get("enabled"):
+        raise ValueError(f"{path}: fp16 and bf16 are both enabled; choose one")
+    return ours, ds
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) == bool(b)
+    return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
+
+
+def parse_pretrain_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> PretrainConfig:
+    parser = parser or build_parser()
+    ns = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    ds = None
+    if ns.deepspeed or ns.deepspeed_config:
+        if not ns.deepspeed_config:
+            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
+        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
+        ns.deepspeed = True
+    cfg = PretrainConfig(
+        model=_take(ModelArgs, ns), data=_take(DataArgs, ns),
+        optim=_take(OptimArgs, ns, overrides), train=_take(TrainArgs, ns, overrides), ds_config=ds,
+    )
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: PretrainConfig) -> None:
+    t, d, o = cfg.train, cfg.data, cfg.optim
+    if t.bf16 and t.fp16:
+        raise ValueError("--bf16 and --fp16 are exclusive")
+    if t.fp16 and not t.deepspeed:
+        raise ValueError("--fp16 needs DeepSpeed (dynamic loss scaling); use --bf16 with the plain torch engine")
+    for name in ("train_iters", "batch_size", "gradient_accumulation_steps", "model_parallel_size", "log_interval",
+                 "save_interval", "eval_interval"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"{_flag(name)} {getattr(t, name)}: expected >= 1")
+    if d.bert_prob < 0 or d.gap_sentence_prob < 0 or d.bert_prob + d.gap_sentence_prob > 1:
+        raise ValueError(f"--bert-prob {d.bert_prob} + --gap-sentence-prob {d.gap_sentence_prob} must be within [0, 1]")
+    if d.seq_length < 8:
+        raise ValueError(f"--seq-length {d.seq_length}: expected >= 8")
+    if o.lr <= 0:
+        raise ValueError(f"--lr {o.lr}: expected > 0")
+    for p in d.train_data:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"--train-data {p}: no such store (make one with tools/preprocess_data.py)")
+    if cfg.model.model_config and not os.path.isfile(cfg.model.model_config):
+        raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
+
+
+def run_cli(main, prog: str) -> None:
+    """Run an entry script's ``main()``; user errors become one line on stderr and exit code 2."""
+    import sys
+
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)

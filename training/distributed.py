@@ -1,0 +1,93 @@
+"""Distributed start-up for every launcher: ``deepspeed``, ``torchrun``, or one plain process.
+
+Launchers pass the rendezvous through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR``, ``MASTER_PORT``); the old ``--local_rank`` flag of the deepspeed launcher is accepted too.
+A plain ``python pretrain_glm.py`` gets a one-process group on a free local port, so the same code path
+(and the same checkpoints) serve a laptop and a cluster. The backend is NCCL when CUDA is available and
+gloo otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+    device: torch.device
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={v!r}: expected an integer") from None
+
+
+def init_distributed(local_rank: int | None = None, backend: str | None = None, device: str | None = None,
+                     timeout_minutes: int = 30) -> DistInfo:
+    """Initialise ``torch.distributed`` once (idempotent) and pick this process's device."""
+    rank = _env_int("RANK", 0)
+    world = _env_int("WORLD_SIZE", 1)
+    if local_rank is None or local_rank < 0:
+        local_rank = _env_int("LOCAL_RANK", 0)
+    # DeepSpeed insists on LOCAL_RANK even after the group exists; a plain process needs a rendezvous.
+    os.environ.setdefault("LOCAL_RANK", str(local_rank))
+    os.environ.setdefault("RANK", str(rank))
+    os.environ.setdefault("WORLD_SIZE", str(world))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        if world > 1:
+            raise ValueError("WORLD_SIZE > 1 but MASTER_PORT is not set: start multi-process runs with deepspeed or torchrun")
+        os.environ["MASTER_PORT"] = str(free_port())
+
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+    backend = backend or ("nccl" if use_cuda else "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=timeout_minutes))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), dev)
+
+
+def skip_deepspeed_shm_build() -> None:
+    """On CPU, DeepSpeed JIT-compiles a shared-memory all-reduce op at its first init (25-55 s on a fresh
+    machine). Our collectives go through torch.distributed, so the op buys nothing; skip building it
+    unless MGLM_DS_SHM=1."""
+    if os.environ.get("MGLM_DS_SHM") == "1" or torch.cuda.is_available():
+        return
+    # `import deepspeed.comm.torch as m` would bind the torch package re-exported there, not the module.
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+
+def shutdown() -> None:
+    """Barrier + destroy: without it torchrun runs exit flakily (SIGABRT after finishing)."""
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -1,0 +1,194 @@
+"""One small training-engine interface over DeepSpeed or plain PyTorch.
+
+The loop only ever calls::
+
+    out = engine(*inputs)          # forward (autocast to bf16 when asked)
+    engine.backward(loss)          # one micro-batch
+    result = engine.step(lr)       # applies the update at the accumulation boundary only
+    engine.save(dir, tag, client) / engine.load(dir, tag)
+
+``DeepSpeedEngine`` delegates to ``deepspeed.initialize`` (ZeRO 0-3, bf16/fp16 with dynamic loss scaling,
+gradient accumulation and clipping from the JSON). ``TorchEngine`` is the same contract without DeepSpeed:
+AdamW, data-parallel gradient averaging over the given group, tensor-parallel-aware clipping and bf16
+autocast. Both write DeepSpeed's native checkpoint layout (``<dir>/<tag>/mp_rank_XX_model_states.pt`` with
+the weights under ``module``), so checkpoints move freely between the two.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class StepResult:
+    applied: bool  # an optimizer update happened (accumulation boundary and no fp16 overflow)
+    boundary: bool  # this micro-step closed an accumulation window
+    grad_norm: float | None = None
+    loss_scale: float | None = None
+
+
+def model_states_name(tp_rank: int) -> str:
+    return f"mp_rank_{tp_rank:02d}_model_states.pt"
+
+
+class TorchEngine:
+    """Plain PyTorch: AdamW, gradient accumulation, DP all-reduce, TP-aware clipping, bf16 autocast."""
+
+    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state, *, lr: float,
+                 betas=(0.9, 0.98), eps: float = 1e-6, clip_grad: float = 1.0, grad_accum: int = 1,
+                 bf16: bool = False, device: torch.device | None = None):
+        self.module = module
+        self.ps = parallel_state
+        self.clip_grad = clip_grad
+        self.grad_accum = grad_accum
+        self.bf16 = bf16
+        self.device = device or torch.device("cpu")
+        self.optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)
+        self.micro_step = 0
+        self.global_steps = 0
+
+    def __call__(self, *args, **kwargs):
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with ctx:
+            return self.module(*args, **kwargs)
+
+    def train(self) -> None:
+        self.module.train()
+
+    def eval(self) -> None:
+        self.module.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.grad_accum).backward()
+
+    def step(self, lr: float) -> StepResult:
+        from mpu.grads import clip_grad_norm
+
+        self.micro_step += 1
+        if self.micro_step % self.grad_accum != 0:
+            return StepResult(applied=False, boundary=False)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if self.ps.dp_size > 1:
+            # Average over data-parallel replicas; one flat buffer keeps it to a single collective.
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, group=self.ps.dp_group)
+            flat /= self.ps.dp_size
+            offset = 0
+            for p, g in zip(params, grads):
+                n = g.numel()
+                p.grad = flat[offset:offset + n].view_as(p).clone()
+                offset += n
+        norm = clip_grad_norm(params, self.clip_grad if self.clip_grad > 0 else float("inf"), self.ps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_steps += 1
+        return StepResult(applied=True, boundary=True, grad_norm=float(norm))
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def save(self, save_dir: str, tag: str, client_state: dict) -> None:
+        path = os.path.join(save_dir, tag)
+        os.makedirs(path, exist_ok=True)
+        if self.ps.dp_rank == 0:  # replicas hold identical weights and optimizer state
+            state = {
+                "module": self.module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "global_steps": self.global_steps,
+                "mp_world_size": self.ps.tp_size,
+                "dp_world_size": self.ps.dp_size,
+                **client_state,
+            }
+            torch.save(state, os.path.join(path, model_states_name(self.ps.tp_rank)))
+
+    def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+        path = os.path.join(load_dir, tag, model_states_name(self.ps.tp_rank))
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.module.load_state_dict(state["module"], strict=True)
+        if load_optimizer and state.get("optimizer") is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.global_steps = int(state.get("global_steps", 0))
+        self.micro_step = self.global_steps * self.grad_accum
+        return state
+
+
+class DeepSpeedEngine:
+    """``deepspeed.initialize`` behind the engine contract; the JSON drives ZeRO, precision, accumulation."""
+
+    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state, ds_config: dict):
+        import deepspeed
+
+        from training.distributed import skip_deepspeed_shm_build
+
+        skip_deepspeed_shm_build()
+        self.ps = parallel_state
+        self.ds_config = ds_config
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=module, model_parameters=param_groups, config=ds_config, mpu=parallel_state,
+            dist_init_required=False,
+        )
+        self.module = self.engine.module
+        self.grad_accum = self.engine.gradient_accumulation_steps()
+
+    def __call__(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)
+
+    def train(self) -> None:
+        self.engine.train()
+
+    def eval(self) -> None:
+        self.engine.eval()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self, lr: float) -> StepResult:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        if boundary:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        skipped_before = self.engine.skipped_steps
+        self.engine.step()
+        if not boundary:
+            return StepResult(applied=False, boundary=False)
+        applied = self.engine.skipped_steps == skipped_before
+        norm = self.engine.get_global_grad_norm()
+        scale = getattr(self.optimizer, "cur_scale", None) if self.engine.fp16_enabled() else None
+        return StepResult(applied=applied, boundary=True,
+                          grad_norm=None if norm is None else float(norm),
+                          loss_scale=None if scale is None else float(scale))
+
+    @property
+    def global_steps(self) -> int:
+        return self.engine.global_steps
+
+    def save(self, save_dir: str, tag: str, client_state: dict) -> None:
+        self.engine.save_checkpoint(save_dir, tag=tag, client_state=client_state, save_latest=False)
+
+    def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+        path, client_state = self.engine.load_checkpoint(
+            load_dir, tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=False,
+            load_module_strict=True,
+        )
+        if path is None:
+            raise FileNotFoundError(f"DeepSpeed could not load checkpoint {os.path.join(load_dir, tag)}")
+        return client_state or {}
+
+
+def adjust_ds_config_for_cpu(ds_config: dict[str, Any]) -> dict[str, Any]:
+    """On CPU, use torch's AdamW inside DeepSpeed (identical math) instead of FusedAdam, whose op would be
+    JIT-compiled on first use (~40 s on a fresh machine)."""
+    if torch.cuda.is_available():
+        return ds_config
+    opt = ds_config.get("optimizer")
+    if opt and opt.get("type", "").lower() in ("adam", "adamw"):
+        params = opt.setdefault("params", {})
+        params.setdefault("torch_adam", True)
+    return ds_config

@@ -1,0 +1,80 @@
+"""Rank-0 logging: a readable line per interval, TensorBoard scalars (tensorboardX) and a JSONL copy.
+
+Only global rank 0 writes; other ranks get a logger that drops INFO so a 64-GPU run prints one line per
+interval, not 64. Every scalar goes to TensorBoard under ``<group>/<name>`` and, with the step, as one
+JSON object per line in ``metrics.jsonl`` so results can be read without TensorBoard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+LOGGER_NAME = "mglm"
+
+
+def get_logger(rank: int = 0) -> logging.Logger:
+    """The project logger; INFO on rank 0, WARNING elsewhere. Idempotent."""
+    log = logging.getLogger(LOGGER_NAME)
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+        log.addHandler(h)
+        log.propagate = False
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    return log
+
+
+class MetricsWriter:
+    """TensorBoard + JSONL scalars, written by rank 0 only (a no-op object on other ranks)."""
+
+    def __init__(self, log_dir: str | os.PathLike | None, rank: int = 0, tensorboard: bool = True, purge_step: int | None = None):
+        self.enabled = rank == 0 and log_dir is not None
+        self._tb = None
+        self._jsonl = None
+        if not self.enabled:
+            return
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(logdir=str(self.log_dir), purge_step=purge_step)
+        self._jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
+
+    def scalars(self, group: str, values: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(float(v))}
+        if self._tb is not None:
+            for k, v in clean.items():
+                self._tb.add_scalar(f"{group}/{k}", v, step)
+        self._jsonl.write(json.dumps({"group": group, "step": step, "time": round(time.time(), 3), **clean}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        self._tb = self._jsonl = None
+
+
+def format_line(step: int, total: int, values: dict[str, float | None]) -> str:
+    """``step 120/1000 | loss 5.4321 | lr 1.000e-04 | ...`` with sensible number formats."""
+    parts = [f"step {step}/{total}"]
+    for k, v in values.items():
+        if v is None:
+            continue
+        if isinstance(v, float) and (k == "lr" or abs(v) < 1e-3 and v != 0.0):
+            parts.append(f"{k} {v:.3e}")
+        elif isinstance(v, float):
+            parts.append(f"{k} {v:.4f}" if abs(v) < 100 else f"{k} {v:.1f}")
+        else:
+            parts.append(f"{k} {v}")
+    return " | ".join(parts)
