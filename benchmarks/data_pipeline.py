@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         tok_path = REPO / "data" / "sample" / "tokenizer" / "mglm-sample.model"
         if not tok_path.is_file():
+            import contextlib
+
             from tools.train_tokenizer import train
 
-            tok_path = train([str(f) for f in files], str(tmp / "tok"), vocab_size=4000)
+            with contextlib.redirect_stdout(sys.stderr):  # keep stdout pure JSON
+                tok_path = train([str(f) for f in files], str(tmp / "tok"), vocab_size=4000)
             result["tokenizer"] = "trained on the sample corpus (vocab 4000): bundled model absent"
         else:
             result["tokenizer"] = str(tok_path.relative_to(REPO))
