@@ -194,10 +194,18 @@ def parse_record(rec: RawRecord) -> tuple[str | None, str | None, str | None, st
 # ------------------------------------------------------------------------------------------ workers
 @dataclass
 class _ChunkResult:
-    # per kept document: (lang, tokens int32)
-    docs: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    # kept documents, in order: their languages, token counts, and all their tokens concatenated (one array
+    # per chunk keeps the inter-process traffic to a few pickles per chunk)
+    langs: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=TOKEN_DTYPE))
     # per skipped record: (source, line, reason, lang, detail)
     skips: list[tuple[str, int, str, str | None, str]] = field(default_factory=list)
+
+    def docs(self) -> Iterator[tuple[str, np.ndarray]]:
+        ends = np.cumsum(self.lengths)
+        for lang, e, n in zip(self.langs, ends.tolist(), self.lengths, strict=True):
+            yield lang, self.tokens[e - n : e]
 
 
 class _Encoder:
@@ -224,11 +232,15 @@ def _process_chunk(records: list[RawRecord]) -> _ChunkResult:
             kept.append((rec, lang))
             texts.append(text)
     encoded = _Encoder.sp.encode(texts, out_type=int) if texts else []
+    flat: list[int] = []
     for (rec, lang), ids in zip(kept, encoded, strict=True):
         if not ids:
             out.skips.append((rec.source, rec.line, NO_TOKENS, lang, "document tokenizes to zero tokens"))
             continue
-        out.docs.append((lang, np.asarray(ids, dtype=TOKEN_DTYPE)))
+        out.langs.append(lang)
+        out.lengths.append(len(ids))
+        flat.extend(ids)
+    out.tokens = np.asarray(flat, dtype=TOKEN_DTYPE)
     return out
 
 
@@ -328,7 +340,7 @@ def preprocess(
     tokenizer_model: str | os.PathLike,
     lang: str | None = None,
     workers: int = 1,
-    chunk_docs: int = 256,
+    chunk_docs: int = 1024,
     progress: bool = True,
     overwrite: bool = False,
 ) -> PreprocessSummary:
@@ -337,7 +349,6 @@ def preprocess(
     Bad records are skipped with a warning naming file and line and counted by reason in ``index.json`` and
     each language's ``meta.json``; nothing is dropped silently.
     """
-    from tqdm import tqdm
 
     from data_utils.tokenizer import GLMTokenizer
 
@@ -358,6 +369,25 @@ def preprocess(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+
+    try:
+        summary = _write_store(tmp, files, lang, workers, chunk_docs, progress, tok_path, tokenizer)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written store behind
+        raise
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash)
+    else:
+        os.replace(tmp, out)
+    return summary
+
+
+def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, chunk_docs: int, progress: bool,
+                 tok_path: Path, tokenizer) -> PreprocessSummary:
+    from tqdm import tqdm
 
     writers: dict[str, _LangWriter] = {}
     skipped: Counter = Counter()
@@ -386,14 +416,14 @@ def preprocess(
                 skipped_by_lang.setdefault(rlang, Counter())[reason] += 1
                 if rlang is not None:
                     langs_seen.add(rlang)
-            for dlang, toks in res.docs:
+            for dlang, toks in res.docs():
                 w = writers.get(dlang)
                 if w is None:
                     w = writers[dlang] = _LangWriter(tmp / dlang)
                     langs_seen.add(dlang)
                 w.add(toks)
                 n_tok += len(toks)
-            bar.update(len(res.docs))
+            bar.update(len(res.langs))
             elapsed = max(time.time() - t0, 1e-9)
             bar.set_postfix_str(f"{n_tok / elapsed:,.0f} tok/s", refresh=False)
     finally:
@@ -453,13 +483,6 @@ def preprocess(
             "sources": sources,
         },
     )
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash)
-    else:
-        os.replace(tmp, out)
     return summary
 
 

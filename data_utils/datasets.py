@@ -146,9 +146,11 @@ class BlockDataset:
         while length < seq - 1 and not cfg.sample_one_document:  # room for [CLS] + at least one token
             room = seq - length
             new = np.concatenate([[self.cls_id], self.sample_document(lang, rng)])
-            new = self._right_strip(new, room)
-            parts.append(new)
-            length += len(new)
+            stripped = self._right_strip(new, room)
+            parts.append(stripped)
+            length += len(stripped)
+            if len(stripped) < len(new):  # a cut document is always the last one
+                break
         text = np.concatenate(parts)
         return {"text": text, "loss_mask": (text != self.cls_id).astype(np.int64)}
 

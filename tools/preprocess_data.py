@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--tokenizer", required=True, help="sentencepiece .model file")
     ap.add_argument("--lang", default=None, help="language of every input (overrides file names)")
     ap.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
-    ap.add_argument("--chunk-docs", type=int, default=256, help="documents per work item")
+    ap.add_argument("--chunk-docs", type=int, default=1024, help="documents per work item")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing store at --output")
     ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm progress bar")
     return ap
