@@ -181,6 +181,17 @@ def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"--load-pretrained {p}: no mp_rank_XX_model_states.pt, no 'latest' tracker, not a .pt file")
 
 
+def _zero3_checkpoint(p: Path) -> tuple[Path, str] | None:
+    """(save dir, tag) when ``p`` is a ZeRO-3 checkpoint (partitioned model states, no mp_rank files)."""
+    if p.is_dir() and (p / LATEST).is_file():
+        p = p / (p / LATEST).read_text(encoding="utf-8").strip()
+    if p.is_dir() and not _model_state_files(p) and any(p.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
+        if any(p.glob("zero_pp_rank_*_mp_rank_01_model_states.pt")):
+            raise ValueError(f"{p}: ZeRO-3 checkpoint with tensor parallelism; consolidate it per TP rank first")
+        return p.parent, p.name
+    return None
+
+
 def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
     """Load weights only (GLM or SAT key layout, any TP size of the source) into ``model``, strictly.
 
@@ -190,6 +201,16 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
     """
     from model.checkpoint_compat import load_glm_state_dict, merge_state_dicts, shard_state_dict, to_glm_layout
 
+    zero3 = _zero3_checkpoint(Path(path))
+    if zero3 is not None:
+        # ZeRO-3 keeps only partitions: rebuild the fp32 weights with DeepSpeed's own tool.
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        load_dir, tag = zero3
+        full = to_glm_layout(get_fp32_state_dict_from_zero_checkpoint(str(load_dir), tag=tag))
+        sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank)
+        load_glm_state_dict(model, sd, strict=True, source=str(load_dir / tag))
+        return f"{load_dir / tag} (ZeRO-3 partitions)"
     files = find_pretrained_files(path)
     shards = []
     for f in files:
