@@ -168,20 +168,21 @@ def test_bundled_model_is_the_one_in_the_repo():
 
 # ----------------------------------------------------------------------------- training tool
 def test_train_tokenizer_is_reproducible(tmp_path):
+    """Same corpus, different output folders and input spellings (files vs folder): identical model bytes."""
+    import shutil
+
     from tools.train_tokenizer import train
 
-    src = tmp_path / "xx.jsonl"
-    docs = [
-        "The quick brown fox jumps over the lazy dog. 快速的棕色狐狸跳过了懒狗。",
-        "Быстрая коричневая лиса прыгает через ленивую собаку!\nLe renard brun saute.",
-        "तेज़ भूरी लोमड़ी आलसी कुत्ते पर कूदती है। Der schnelle braune Fuchs.",
-    ] * 20
-    src.write_text("\n".join(json.dumps({"text": d}, ensure_ascii=False) for d in docs), encoding="utf-8")
-    a = train([str(src)], str(tmp_path / "a" / "m"), vocab_size=300)
-    b = train([str(tmp_path)], str(tmp_path / "b" / "m"), vocab_size=300)
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for lang in ("en", "zh", "hi"):
+        shutil.copy(SAMPLE_CORPUS / f"{lang}.jsonl", src)
+    a = train([str(src / f"{x}.jsonl") for x in ("en", "hi", "zh")], str(tmp_path / "a" / "m"), vocab_size=1500)
+    b = train([str(src)], str(tmp_path / "b" / "m"), vocab_size=1500)
     assert a.read_bytes() == b.read_bytes()
     tok = GLMTokenizer(a)
-    assert tok.decode(tok.encode(docs[0])) == docs[0]
+    text = next(iter_sample_texts("hi")).split("\n")[0]
+    assert tok.decode(tok.encode(text)) == sp_whitespace(text)
 
 
 def test_train_tokenizer_bad_jsonl(tmp_path):

@@ -67,6 +67,19 @@ def iter_lines(path: Path) -> Iterator[str]:
                     yield sent
 
 
+def _strip_paths(model: Path, name: str) -> None:
+    """The model file records the training-input and output paths (a random temp dir here); replace them by
+    fixed names so that the same corpus always gives a byte-identical model wherever it is trained."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.append("sentences.txt")
+    proto.trainer_spec.model_prefix = name
+    model.write_bytes(proto.SerializeToString())
+
+
 def train(
     inputs: list[str],
     model_prefix: str,
@@ -117,6 +130,7 @@ def train(
             raise ValueError(f"sentencepiece could not train on {', '.join(map(str, files))}: "
                              f"{str(e).split('] ')[-1].strip()}") from None
     model = out.with_name(out.name + ".model")
+    _strip_paths(model, out.name)
     print(f"[train_tokenizer] wrote {model} ({os.path.getsize(model)} bytes) in {time.time() - t0:.1f}s", flush=True)
     return model
 
