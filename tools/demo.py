@@ -1,14 +1,18 @@
-"""The README's demo on the bundled sample data: tokenizer -> (later issues) pretraining -> finetuning.
+"""The README's demo on the bundled sample data: tokenizer -> tokenized store -> pretraining.
 
-Step 1 trains a unigram sentencepiece model on the sample corpus (10 languages, 6 scripts) exactly as
-the bundled ``data/sample/tokenizer/mglm-sample.model`` was made, checks that it is byte-identical to the
-bundled one (the training is reproducible), and prints the encoding of one sentence in five scripts.
+1. Trains a unigram sentencepiece model on the sample corpus (10 languages, 6 scripts) exactly as the
+   bundled ``data/sample/tokenizer/mglm-sample.model`` was made, checks that it is byte-identical to the
+   bundled one (training is reproducible), and prints the encoding of one sentence in six scripts.
+2. Tokenizes the corpus into a memory-mapped store (``tools/preprocess_data.py``).
+3. Pretrains ``glm-small`` (4 layers, hidden 256) with the three blank-infilling objectives for a few
+   minutes on the CPU, logging the loss per objective; the loss falls from ~9 (uniform over 8k tokens).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,14 +52,48 @@ def step_tokenizer(out: Path) -> Path:
     return model
 
 
+def step_store(out: Path, tokenizer: Path) -> Path:
+    from tools.preprocess_data import main as preprocess
+
+    print("== 2. tokenized store: tools/preprocess_data.py data/sample/corpus", flush=True)
+    store = out / "store"
+    preprocess([str(REPO / "data/sample/corpus"), "-o", str(store), "--tokenizer", str(tokenizer), "--overwrite",
+                "--no-progress"])
+    return store
+
+
+def step_pretrain(out: Path, store: Path, iters: int) -> dict:
+    import pretrain_glm
+
+    print(f"== 3. pretraining glm-small for {iters} steps on the CPU (blank infilling: [MASK] 50%, "
+          "[sMASK] 30%, [gMASK] 20%)", flush=True)
+    save = out / "pretrain"
+    shutil.rmtree(save, ignore_errors=True)  # the demo starts from scratch each time
+    result = pretrain_glm.main([
+        "--model-config", str(REPO / "config/model/glm-small.json"), "--train-data", str(store),
+        "--seq-length", "128", "--batch-size", "8", "--train-iters", str(iters), "--lr", "1e-3",
+        "--warmup", "0.05", "--lr-decay-style", "cosine", "--log-interval", str(max(iters // 10, 1)),
+        "--eval-interval", str(max(iters // 2, 1)), "--eval-iters", "4", "--save-interval", str(iters),
+        "--save", str(save), "--num-workers", "1", "--device", "cpu",
+    ])
+    first = sum(result["train_losses"][:10]) / min(10, len(result["train_losses"]))
+    last = sum(result["train_losses"][-10:]) / min(10, len(result["train_losses"]))
+    print(f"   loss {first:.3f} (first 10 steps) -> {last:.3f} (last 10 steps); validation "
+          f"{result['valid'].get('loss', float('nan')):.3f}; checkpoint in {save}")
+    return {"checkpoint": str(save), "loss_first10": first, "loss_last10": last, "valid": result["valid"]}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo_output", help="output folder")
+    ap.add_argument("--pretrain-iters", type=int, default=240, help="pretraining steps (about 0.5 s each on 2 cores)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = step_tokenizer(out)
-    results = {"tokenizer": str(model)}
+    store = step_store(out, model)
+    pretrain = step_pretrain(out, store, a.pretrain_iters)
+    results = {"tokenizer": str(model), "store": str(store), "pretrain": pretrain}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"== done; results in {out / 'results.json'}")
     return results
