@@ -1,7 +1,8 @@
 """Train a unigram sentencepiece model for mglm on raw multilingual text.
 
-Inputs are files or folders: ``*.jsonl`` (one ``{"text": ...}`` object per line), ``*.txt`` (plain text),
-each optionally gzipped. Every line of a document becomes one training sentence. Training is
+Inputs are what ``tools/preprocess_data.py`` reads: files or folders of ``*.jsonl`` (one ``{"text": ...}``
+object per line), ``*.txt`` (documents separated by blank lines), each optionally gzipped, and mGLM's
+``<lang>_*.json.gz``. Every line of a document becomes one training sentence. Training is
 deterministic (one thread, every sentence used, fixed seed), so the same input gives the same model file.
 
     python tools/train_tokenizer.py data/sample/corpus --vocab-size 8000 --model-prefix data/sample/tokenizer/sample
@@ -15,8 +16,6 @@ the sentencepiece model: ``data_utils.tokenizer.GLMTokenizer`` appends them afte
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import sys
 import tempfile
@@ -24,43 +23,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-SUFFIXES = (".jsonl", ".txt", ".jsonl.gz", ".txt.gz")
 
+def iter_sentences(files: list[Path]) -> Iterator[str]:
+    """Training sentences: each non-empty line of each document, read exactly as preprocessing reads them
+    (``data_utils.corpus``: JSONL, blank-line-separated text, mGLM ``<lang>_*.json.gz``). A bad record stops
+    training with its file and line: a tokenizer silently trained on less text is worse than no tokenizer."""
+    from data_utils.corpus import BLANK_LINE, EMPTY_FILE, RawRecord, iter_raw_records, parse_record
 
-def find_inputs(paths: list[str]) -> list[Path]:
-    """Expand folders to their text files (sorted, so the training order is reproducible)."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
-            if not found:
-                raise FileNotFoundError(f"{p}: folder holds no {', '.join(SUFFIXES)} files")
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise FileNotFoundError(f"input not found: {p}")
-    return files
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    """Training sentences of one file: each non-empty line of each document."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    is_jsonl = ".jsonl" in path.name
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if is_jsonl:
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    text = obj["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object with a 'text' field ({e})") from None
-                if not isinstance(text, str):
-                    raise ValueError(f"{path}:{lineno}: 'text' must be a string, got {type(text).__name__}")
-            else:
-                text = line
+    for path in files:
+        # The language does not matter here; "xx" keeps parse_record from rejecting unnamed files.
+        for rec in iter_raw_records(path, lang="xx"):
+            if not isinstance(rec, RawRecord):
+                src, line, reason, _ = rec
+                if reason == EMPTY_FILE:
+                    print(f"[train_tokenizer] warning: {src} is empty", file=sys.stderr)
+                elif reason != BLANK_LINE:
+                    raise ValueError(f"{src}:{line}: {reason}")
+                continue
+            _, text, reason, detail = parse_record(rec)
+            if reason is not None:
+                raise ValueError(f"{rec.source}:{rec.line}: {detail}")
             for sent in text.split("\n"):
                 sent = sent.strip()
                 if sent:
@@ -93,18 +75,20 @@ def train(
     import sentencepiece as spm
     from tqdm import tqdm
 
-    files = find_inputs(inputs)
+    from data_utils.corpus import find_input_files
+
+    files = find_input_files(inputs)
     out = Path(model_prefix)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "sentences.txt"
         n_sent = n_chars = 0
         with open(corpus, "w", encoding="utf-8") as w:
-            for path in tqdm(files, desc="reading", unit="file", disable=not sys.stderr.isatty() and not verbose):
-                for sent in iter_lines(path):
-                    w.write(sent + "\n")
-                    n_sent += 1
-                    n_chars += len(sent)
+            for sent in tqdm(iter_sentences(files), desc="reading", unit=" sentences",
+                             disable=not sys.stderr.isatty() and not verbose):
+                w.write(sent + "\n")
+                n_sent += 1
+                n_chars += len(sent)
         print(f"[train_tokenizer] {len(files)} files, {n_sent} sentences, {n_chars} characters", flush=True)
         if n_sent == 0:
             raise ValueError(f"no text found in {', '.join(map(str, files))}")

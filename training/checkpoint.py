@@ -199,7 +199,12 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
     fewer rows (a shorter ``max_sequence_length``) are copied into the first rows, as GLM's
     ``load_pretrained`` does when finetuning extends positions; every other mismatch is an error naming it.
     """
-    from model.checkpoint_compat import load_glm_state_dict, merge_state_dicts, shard_state_dict, to_glm_layout
+    from model.checkpoint_compat import (
+        load_glm_state_dict,
+        merge_state_dicts,
+        shard_state_dict,
+        to_glm_layout,
+    )
 
     zero3 = _zero3_checkpoint(Path(path))
     if zero3 is not None:

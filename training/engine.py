@@ -81,7 +81,7 @@ class TorchEngine:
             dist.all_reduce(flat, group=self.ps.dp_group)
             flat /= self.ps.dp_size
             offset = 0
-            for p, g in zip(params, grads):
+            for p, g in zip(params, grads, strict=True):
                 n = g.numel()
                 p.grad = flat[offset:offset + n].view_as(p).clone()
                 offset += n
