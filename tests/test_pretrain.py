@@ -245,3 +245,26 @@ def test_error_store_from_another_tokenizer(store, tmp_path):
     other = train([str(SAMPLE_CORPUS / "en.jsonl")], str(tmp_path / "tok" / "other"), vocab_size=500)
     msg = _error(common(store, tmp_path / "x") + ["--tokenizer-model", str(other)])
     assert "was tokenized with" in msg and str(other) in msg
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_continues(store, tmp_path):
+    """Preemption: SIGTERM mid-run saves a checkpoint at the end of the current step and exits cleanly."""
+    save = tmp_path / "ck"
+    args = common(store, save, 200) + ["--batch-size", "16", "--lr", "2e-3", "--save-interval", "1000",
+                                       "--log-interval", "1"]
+    proc = subprocess.Popen([PY, "pretrain_glm.py", *args], cwd=REPO, env=env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = []
+    for line in proc.stdout:
+        out.append(line)
+        if re.search(r"\bstep 3/200 \| loss", line):
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, "".join(out[-30:])
+    r = results(save)
+    assert r["stopped_by_signal"] is True and 3 <= r["step"] < 200
+    assert (save / "latest").read_text() == f"global_step{r['step']}"
+    p = run([PY, "pretrain_glm.py", *common(store, save, r["step"] + 2), "--batch-size", "16", "--lr", "2e-3",
+             "--load", str(save)])
+    assert f"resumed from {save / ('global_step' + str(r['step']))}" in p.stdout
+    assert results(save)["step"] == r["step"] + 2
