@@ -79,6 +79,14 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
         out["module"] = shard_state_dict(full, target_tp, r)
         out["mp_world_size"] = target_tp
         torch.save(out, target_dir / f"mp_rank_{r:02d}_model_states.pt")
+    meta_path = tag_dir / "meta.json"
+    if meta_path.is_file():  # our checkpoints describe themselves: keep that true for the new TP size
+        import json
+
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta.update(tp_size=target_tp, resharded_from={"dir": str(ckpt_dir), "tp_size": source_tp},
+                    optimizer_state=False)
+        (target_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     (out_dir / "latest").write_text(tag)
     return out_dir
 
