@@ -21,33 +21,43 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, state: Any) -> torch.Tensor:
         group = state.tp_group
         multi = state.tp_size > 1
-        row_max = logits.max(dim=-1).values  # [...]
+        v_local = logits.size(-1)
+        flat = logits.reshape(-1, v_local)  # [N, V/p]
+        # torch.softmax is one vectorised pass (a separate exp over the logits is several times slower on CPU).
+        softmax = torch.softmax(flat, dim=-1)  # [N, V/p], local normalisation
+        row_max, argmax = flat.max(dim=-1)  # [N]
+        # Local log-sum-exp from the softmax at the row max: p_max = exp(max - lse) >= 1/V, no underflow.
+        lse = row_max - softmax.gather(-1, argmax[:, None]).squeeze(-1).log()  # [N]
         if multi:
-            dist.all_reduce(row_max, op=dist.ReduceOp.MAX, group=group)
-        shifted = logits - row_max.unsqueeze(-1)  # [..., V/p]
-        start, end = vocab_range(logits.size(-1), state.tp_rank)
-        outside = (target < start) | (target >= end)
-        local_target = (target - start).masked_fill(outside, 0)
-        target_logit = shifted.gather(-1, local_target.unsqueeze(-1)).squeeze(-1)  # [...]
-        target_logit = target_logit.masked_fill(outside, 0.0)
-        exp = shifted.exp_()  # reuse the buffer: it becomes the softmax numerator
-        sum_exp = exp.sum(dim=-1)  # [...]
+            # Global lse = M + log sum_r exp(lse_r - M), M = max_r lse_r; rescale the local softmax to it.
+            global_max = lse.clone()
+            dist.all_reduce(global_max, op=dist.ReduceOp.MAX, group=group)
+            sum_exp = (lse - global_max).exp()
+            dist.all_reduce(sum_exp, op=dist.ReduceOp.SUM, group=group)
+            global_lse = global_max + sum_exp.log()
+            softmax.mul_((lse - global_lse).exp()[:, None])
+            lse = global_lse
+        start, end = vocab_range(v_local, state.tp_rank)
+        t = target.reshape(-1)  # [N]
+        outside = (t < start) | (t >= end)
+        local_target = (t - start).masked_fill(outside, 0)
+        target_logit = flat.gather(-1, local_target[:, None]).squeeze(-1).masked_fill(outside, 0.0)  # [N]
         if multi:
             dist.all_reduce(target_logit, op=dist.ReduceOp.SUM, group=group)
-            dist.all_reduce(sum_exp, op=dist.ReduceOp.SUM, group=group)
-        loss = sum_exp.log() - target_logit
-        softmax = exp.div_(sum_exp.unsqueeze(-1))
+        ctx.logits_shape = logits.shape
         ctx.save_for_backward(softmax, outside, local_target)
-        return loss
+        return (lse - target_logit).view(target.shape)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
         softmax, outside, local_target = ctx.saved_tensors
-        grad = softmax.clone()
-        inside = (~outside).to(grad.dtype)
-        grad.scatter_add_(-1, local_target.unsqueeze(-1), -inside.unsqueeze(-1))
-        grad.mul_(grad_output.unsqueeze(-1))
-        return grad, None, None
+        # In place on the saved softmax (no logits-sized copy); the graph is freed after one backward.
+        grad = softmax
+        minus_inside = (~outside).to(grad.dtype).neg_()  # -1 where this rank owns the target
+        grad.scatter_add_(-1, local_target[:, None], minus_inside[:, None])
+        grad.mul_(grad_output.reshape(-1, 1))
+        return grad.view(ctx.logits_shape), None, None
 
 
 def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, parallel_state: Any) -> torch.Tensor:
