@@ -102,13 +102,25 @@ def run(cfg: FinetuneConfig) -> dict:
             raise ValueError(f"{out_dir / 'results.json'} exists; pass --overwrite to replace it")
 
         # Tokenizer, task, data -------------------------------------------------------------------
-        pre_meta = None if t.load else pretrained_meta(t.load_pretrained)
+        # A resumed finetune (--load) or our pretrained checkpoint records its model config and tokenizer.
+        load_meta = None
+        if t.load:
+            load_dir, load_tag = ckpt.resolve(t.load)
+            load_meta = ckpt.read_meta(load_dir, load_tag)
+        pre_meta = load_meta if t.load else pretrained_meta(t.load_pretrained)
         tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
         if not tok_path:
             raise ValueError("--tokenizer-model FILE.model is required (the checkpoint records none)")
         if not Path(tok_path).is_file():
             raise FileNotFoundError(f"--tokenizer-model {tok_path}: file not found")
         tok = GLMTokenizer(tok_path)
+        vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
+        if t.load_pretrained and not t.load:  # the most basic mismatch first, before any tensor is loaded
+            rows = checkpoint_vocab_rows(t.load_pretrained, pre_meta)
+            if rows != vocab:
+                raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
+                                 f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
+                                 f"{ps.tp_size}); use the tokenizer the model was pretrained with")
         task = task_cls(tok, f.seq_length, f.pattern_id)
         data_dir = Path(f.data_dir)
         langs = list(f.languages) or None
@@ -127,14 +139,7 @@ def run(cfg: FinetuneConfig) -> dict:
         test_samples = {k: [task.encode(e) for e in v] for k, v in test.items()}
 
         # Model, weights, engine ------------------------------------------------------------------
-        vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
         model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
-        if t.load_pretrained and not t.load:
-            rows = checkpoint_vocab_rows(t.load_pretrained, pre_meta)
-            if rows != vocab:
-                raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
-                                 f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
-                                 f"{ps.tp_size}); use the tokenizer the model was pretrained with")
         model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
         if t.load_pretrained and not t.load:
             log.info(f"initialised weights from {ckpt.load_pretrained(model, t.load_pretrained, ps)}")
@@ -168,14 +173,12 @@ def run(cfg: FinetuneConfig) -> dict:
         state = LoopState()
         best = {"score": None, "step": None, "dev": {}}
         if t.load:
-            load_dir, tag = ckpt.resolve(t.load)
-            meta = ckpt.read_meta(load_dir, tag)
-            ckpt.check_compatible(meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / tag}")
-            engine.load(str(load_dir), tag, load_optimizer=not t.no_load_optim)
-            ckpt.load_rng(load_dir, tag, info.rank, ps.rng_tracker)
-            state.step = int(meta["step"])
-            best.update(meta.get("finetune_best", {}))
-            log.info(f"resumed from {load_dir / tag} at step {state.step}")
+            ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / load_tag}")
+            engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim)
+            ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker)
+            state.step = int(load_meta["step"])
+            best.update(load_meta.get("finetune_best", {}))
+            log.info(f"resumed from {load_dir / load_tag} at step {state.step}")
         meta_base = {"config": cfg.to_dict(), "model_config": model_config.to_dict(), "tp_size": ps.tp_size,
                      "dp_size": ps.dp_size, "tokenizer": tok.model_path, "seed": t.seed, "task": task.name}
         best_dir = Path(t.save) / "best" if t.save else None
