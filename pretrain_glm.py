@@ -55,11 +55,16 @@ def split_stores(stores: dict, valid_fraction: float) -> tuple[dict, dict]:
 
 
 # ------------------------------------------------------------------------------------------ model
-def build_model_config(cfg: PretrainConfig, vocab_size: int):
+def build_model_config(cfg: PretrainConfig, vocab_size: int, base_config: dict | None = None):
+    """GLMConfig from --model-config (else ``base_config``, e.g. a checkpoint's recorded config), the model
+    flags overriding its fields, and the tokenizer's padded vocabulary."""
     from model import GLMConfig
 
     m = cfg.model
-    base = GLMConfig.from_json_file(m.model_config).to_dict() if m.model_config else {}
+    if m.model_config:
+        base = GLMConfig.from_json_file(m.model_config).to_dict()
+    else:
+        base = dict(base_config or {})
     overrides = {
         "num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_attention_heads,
         "max_sequence_length": m.max_position_embeddings, "hidden_dropout": m.hidden_dropout,

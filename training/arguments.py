@@ -284,3 +284,105 @@ def run_cli(main, prog: str) -> None:
     except (ValueError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------- finetuning
+@dataclass(frozen=True)
+class FinetuneArgs:
+    task: str | None = None  # tasks/registry.py name (xnli, pawsx, ...)
+    data_dir: str | None = None  # the task's data folder (official or XTREME layout)
+    tokenizer_model: str | None = None  # default: the tokenizer recorded by a --load-pretrained checkpoint
+    seq_length: int = 256
+    epochs: int = 10  # train_iters = epochs * steps per epoch unless --train-iters is given; 0 = evaluate only
+    pattern_id: int | None = None  # default: the task's (XNLI 4, PAWS-X 0)
+    eval_batch_size: int | None = None  # default: --batch-size
+    eval_epoch: int = 1  # evaluate on dev every this many epochs (unless --eval-interval steps is given)
+    select_on: str = "en-dev"  # model selection: <lang>-dev | avg-dev | all-dev (pooled, mGLM)
+    languages: tuple[str, ...] = ()  # dev/test languages; default every language present in --data-dir
+    overwrite: bool = False  # replace an existing results.json
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    model: ModelArgs = field(default_factory=ModelArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    finetune: FinetuneArgs = field(default_factory=FinetuneArgs)
+    ds_config: dict[str, Any] | None = None
+    given: tuple[str, ...] = ()  # flags given explicitly (train_iters, eval_interval, save_interval ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_pretrain(self) -> PretrainConfig:
+        """The pretraining view (shared validation and model-config building)."""
+        f = self.finetune
+        return PretrainConfig(model=self.model, data=DataArgs(tokenizer_model=f.tokenizer_model, seq_length=f.seq_length),
+                              optim=self.optim, train=self.train, ds_config=self.ds_config)
+
+
+_HELP.update({
+    "task": "task name (tasks/registry.py): xnli, pawsx",
+    "data_dir": "the task's data folder (official distribution or XTREME layout)",
+    "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
+    "select_on": "model selection: <lang>-dev (default en-dev), avg-dev, all-dev (pooled over languages, mGLM)",
+    "languages": "dev/test languages (default: every language present)",
+    "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
+})
+
+# Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
+_FINETUNE_DEFAULTS = {"lr_decay_ratio": 0.0, "warmup": 0.0, "lr": 1e-5, "weight_decay": 0.0,
+                      "adam_beta2": 0.999, "adam_eps": 1e-8, "clip_grad": 1.0, "log_interval": 10}
+
+
+def build_finetune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False)
+    add_dataclass_args(p, ModelArgs, "model")
+    add_dataclass_args(p, OptimArgs, "optimizer and schedule")
+    add_dataclass_args(p, TrainArgs, "training")
+    add_dataclass_args(p, FinetuneArgs, "finetuning")
+    return p
+
+
+def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
+    ns = build_finetune_parser().parse_args(argv)
+    given = tuple(k for k, v in vars(ns).items() if v is not None and v is not False)
+    overrides: dict[str, Any] = {}
+    ds = None
+    if ns.deepspeed or ns.deepspeed_config:
+        if not ns.deepspeed_config:
+            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
+        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
+        ns.deepspeed = True
+    for k, v in _FINETUNE_DEFAULTS.items():
+        if getattr(ns, k) is None and k not in overrides:
+            setattr(ns, k, v)
+    if ds is not None and "optimizer" in ds:  # fill the JSON's optimizer from the finetune defaults too
+        params = ds["optimizer"].setdefault("params", {})
+        for k, key in (("lr", "lr"), ("weight_decay", "weight_decay"), ("adam_eps", "eps")):
+            params.setdefault(key, getattr(ns, k))
+    if ns.train_iters is None:
+        ns.train_iters = 1  # placeholder: epochs x steps per epoch, known once the data is read
+    cfg = FinetuneConfig(model=_take(ModelArgs, ns), optim=_take(OptimArgs, ns, overrides),
+                         train=_take(TrainArgs, ns, overrides), finetune=_take(FinetuneArgs, ns), ds_config=ds,
+                         given=given)
+    validate_finetune(cfg)
+    return cfg
+
+
+def validate_finetune(cfg: FinetuneConfig) -> None:
+    f = cfg.finetune
+    if not f.task:
+        raise ValueError("--task NAME is required (xnli, pawsx)")
+    if not f.data_dir:
+        raise ValueError("--data-dir DIR is required (the task's data folder)")
+    if not os.path.isdir(f.data_dir):
+        raise FileNotFoundError(f"--data-dir {f.data_dir}: no such directory")
+    if f.epochs < 0:
+        raise ValueError(f"--epochs {f.epochs}: expected >= 0")
+    if f.eval_epoch < 1:
+        raise ValueError(f"--eval-epoch {f.eval_epoch}: expected >= 1")
+    if f.eval_batch_size is not None and f.eval_batch_size < 1:
+        raise ValueError(f"--eval-batch-size {f.eval_batch_size}: expected >= 1")
+    validate(cfg.as_pretrain())

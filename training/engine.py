@@ -192,3 +192,32 @@ def adjust_ds_config_for_cpu(ds_config: dict[str, Any]) -> dict[str, Any]:
         params = opt.setdefault("params", {})
         params.setdefault("torch_adam", True)
     return ds_config
+
+
+def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_state, optim, train,
+                 ds_config: dict[str, Any] | None, device: torch.device):
+    """The engine an entry script asks for: DeepSpeed when ``train.deepspeed`` (the JSON completed from our
+    flags where it is silent; ``merge_deepspeed_config`` already refused disagreements), else TorchEngine.
+
+    ``optim``/``train``: ``training.arguments.OptimArgs`` / ``TrainArgs``.
+    """
+    if train.deepspeed:
+        ds = adjust_ds_config_for_cpu(dict(ds_config or {}))
+        ds.setdefault("train_micro_batch_size_per_gpu", train.batch_size)
+        ds.setdefault("gradient_accumulation_steps", train.gradient_accumulation_steps)
+        ds.setdefault("gradient_clipping", optim.clip_grad)
+        ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
+        ds["optimizer"] = dict(ds["optimizer"])
+        ds["optimizer"]["params"] = dict(ds["optimizer"].get("params", {}))
+        for k, v in (("lr", optim.lr), ("weight_decay", optim.weight_decay),
+                     ("betas", [optim.adam_beta1, optim.adam_beta2]), ("eps", optim.adam_eps)):
+            ds["optimizer"]["params"].setdefault(k, v)
+        ds.setdefault("steps_per_print", 10**9)
+        engine = DeepSpeedEngine(model, param_groups, parallel_state, ds)
+    else:
+        engine = TorchEngine(model, param_groups, parallel_state, lr=optim.lr,
+                             betas=(optim.adam_beta1, optim.adam_beta2), eps=optim.adam_eps,
+                             clip_grad=optim.clip_grad, grad_accum=train.gradient_accumulation_steps,
+                             bf16=train.bf16, device=device)
+    engine.micro_batch_size = train.batch_size
+    return engine

@@ -1,0 +1,284 @@
+"""Finetune (multilingual) GLM on a registered task and evaluate it per language.
+
+    python finetune_glm.py --task xnli --data-dir data/sample/tasks/xnli --load-pretrained CKPT --epochs 2
+    deepspeed --num_gpus 8 finetune_glm.py --deepspeed --deepspeed_config config/tasks/xnli.json --task xnli ...
+
+Flow (as ``pretrain_glm.py``): config -> torch.distributed + TP/DP groups -> tokenizer -> task (readers,
+pattern, verbalizers; ``tasks/registry.py``) -> train / dev / test examples -> ``GLMModel`` -> pretrained
+weights (``--load-pretrained``: our checkpoints, GLM/SAT layouts, released .pt; any source TP size) ->
+engine -> ``--load`` (resume a finetune exactly) -> the shared training loop.
+
+Epoch-based: ``train_iters = epochs x steps per epoch`` unless ``--train-iters`` is given. Every
+``--eval-epoch`` epochs (or ``--eval-interval`` steps) the dev sets of all languages are scored; the best
+model by ``--select-on`` (default ``en-dev``: zero-shot protocol; ``all-dev`` reproduces mGLM) is kept under
+``<save>/best``, reloaded at the end and scored on dev and test. Results: ``results.json`` (per language,
+unweighted mean ``avg``, pooled), ``results.txt`` (tables) and per-example predictions, in ``--save`` (or
+``--log-dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from training.arguments import FinetuneConfig, parse_finetune_args
+
+
+def pretrained_meta(path: str | None) -> dict | None:
+    """``meta.json`` of a --load-pretrained checkpoint written by this framework (None for other layouts)."""
+    if not path:
+        return None
+    from training.checkpoint import META, find_pretrained_files
+
+    meta = find_pretrained_files(path)[0].parent / META
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
+
+
+def checkpoint_vocab_rows(path: str, meta: dict | None) -> int:
+    """Rows of the word-embedding table of a pretrained checkpoint (summed over its TP shards)."""
+    if meta and "model_config" in meta:
+        return int(meta["model_config"]["vocab_size"])
+    from model.checkpoint_compat import to_glm_layout
+    from training.checkpoint import find_pretrained_files
+
+    rows = 0
+    for f in find_pretrained_files(path):
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            obj = torch.load(f, map_location="cpu", weights_only=False)
+        w = to_glm_layout(obj).get("word_embeddings.weight") if isinstance(obj, dict) else None
+        if w is None:
+            raise ValueError(f"{f}: no word_embeddings.weight; not a GLM checkpoint")
+        rows += int(w.shape[0])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_finetune_args(argv))
+
+
+def run(cfg: FinetuneConfig) -> dict:
+
+    import numpy as np
+
+    from data_utils.tokenizer import GLMTokenizer
+    from model import GLMModel
+    from model.glm import param_groups_for_weight_decay
+    from mpu.initialize import ParallelState
+    from mpu.random import model_parallel_seed
+    from pretrain_glm import build_model_config
+    from tasks import registry
+    from tasks.base import EpochBatches, evaluate, format_table, language_scores, selection_key
+    from training import checkpoint as ckpt
+    from training.distributed import init_distributed, shutdown
+    from training.engine import build_engine
+    from training.logging import MetricsWriter, get_logger
+    from training.loop import LoopConfig, LoopState, train
+    from training.lr_schedule import LRSchedule
+
+    t, o, f = cfg.train, cfg.optim, cfg.finetune
+    task_cls = registry.get(f.task)
+    info = init_distributed(t.local_rank, device=t.device)
+    try:
+        if info.world_size % t.model_parallel_size:
+            raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size {info.world_size}")
+        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
+        log = get_logger(info.rank)
+        log.info(f"finetune {f.task}: world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend "
+                 f"{info.backend}, device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed)
+        model_parallel_seed(t.seed, ps)
+
+        out_dir = Path(t.save or t.log_dir) if (t.save or t.log_dir) else None
+        if out_dir is not None and (out_dir / "results.json").exists() and not f.overwrite and not t.load:
+            raise ValueError(f"{out_dir / 'results.json'} exists; pass --overwrite to replace it")
+
+        # Tokenizer, task, data -------------------------------------------------------------------
+        # A resumed finetune (--load) or our pretrained checkpoint records its model config and tokenizer.
+        load_meta = None
+        if t.load:
+            load_dir, load_tag = ckpt.resolve(t.load)
+            load_meta = ckpt.read_meta(load_dir, load_tag)
+        pre_meta = load_meta if t.load else pretrained_meta(t.load_pretrained)
+        tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
+        if not tok_path:
+            raise ValueError("--tokenizer-model FILE.model is required (the checkpoint records none)")
+        if not Path(tok_path).is_file():
+            raise FileNotFoundError(f"--tokenizer-model {tok_path}: file not found")
+        tok = GLMTokenizer(tok_path)
+        vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
+        if t.load_pretrained and not t.load:  # the most basic mismatch first, before any tensor is loaded
+            rows = checkpoint_vocab_rows(t.load_pretrained, pre_meta)
+            if rows != vocab:
+                raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
+                                 f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
+                                 f"{ps.tp_size}); use the tokenizer the model was pretrained with")
+        task = task_cls(tok, f.seq_length, f.pattern_id)
+        data_dir = Path(f.data_dir)
+        langs = list(f.languages) or None
+        train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
+        dev = task.read_split(data_dir, "dev", langs)
+        test = task.read_split(data_dir, "test", langs)
+        key = selection_key(f.select_on)
+        if key not in ("avg", "pooled") and key not in dev:
+            raise FileNotFoundError(f"--select-on {f.select_on}: no dev set of language {key!r} in {data_dir} "
+                                    f"(dev languages found: {', '.join(dev) or 'none'})")
+        log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
+                 + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
+                 + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
+        train_samples = [task.encode(e) for e in train_examples]
+        dev_samples = {k: [task.encode(e) for e in v] for k, v in dev.items()}
+        test_samples = {k: [task.encode(e) for e in v] for k, v in test.items()}
+
+        # Model, weights, engine ------------------------------------------------------------------
+        model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
+        model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
+        if t.load_pretrained and not t.load:
+            log.info(f"initialised weights from {ckpt.load_pretrained(model, t.load_pretrained, ps)}")
+        engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), ps, o, t,
+                              cfg.ds_config, info.device)
+        gas = engine.grad_accum
+        batches = EpochBatches(max(1, len(train_samples)), t.batch_size, ps.dp_size, gas, t.seed)
+        steps_per_epoch = batches.steps_per_epoch
+        train_iters = t.train_iters if "train_iters" in cfg.given else f.epochs * steps_per_epoch
+        if f.epochs == 0 and "train_iters" not in cfg.given:
+            train_iters = 0
+        eval_interval = t.eval_interval if "eval_interval" in cfg.given else f.eval_epoch * steps_per_epoch
+        save_interval = t.save_interval if "save_interval" in cfg.given else 10**9  # the end always saves
+        eval_bs = f.eval_batch_size or t.batch_size
+        device = info.device
+
+        def to_device(batch: dict) -> dict:
+            return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+        def predict_batch(samples: list[dict]) -> list[str]:
+            return task.predict(engine, to_device(task.collate(samples)), ps)
+
+        def score(split: str, samples: dict[str, list[dict]], examples: dict, step: int) -> tuple[dict, dict]:
+            engine.eval()
+            preds = {lang: evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
+                     for lang, s in samples.items()}
+            golds = {lang: [e.label for e in examples[lang]] for lang in examples}
+            return language_scores(preds, golds, task.metric, task.metric_name), preds
+
+        # Resume, best-model tracking -------------------------------------------------------------
+        state = LoopState()
+        best = {"score": None, "step": None, "dev": {}}
+        if t.load:
+            ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / load_tag}")
+            engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim)
+            ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker)
+            state.step = int(load_meta["step"])
+            best.update(load_meta.get("finetune_best", {}))
+            log.info(f"resumed from {load_dir / load_tag} at step {state.step}")
+        meta_base = {"config": cfg.to_dict(), "model_config": model_config.to_dict(), "tp_size": ps.tp_size,
+                     "dp_size": ps.dp_size, "tokenizer": tok.model_path, "seed": t.seed, "task": task.name}
+        best_dir = Path(t.save) / "best" if t.save else None
+        best_in_memory: dict[str, torch.Tensor] = {}
+        metric = task.metric_name
+
+        def eval_fn(step: int) -> dict[str, float]:
+            scores, _ = score("dev", dev_samples, dev, step)
+            if key not in scores:
+                raise ValueError(f"--select-on {f.select_on}: the dev set of {key!r} carries no labels")
+            value = scores[key][metric]
+            if best["score"] is None or value > best["score"]:
+                best.update(score=value, step=step, dev=scores)
+                if best_dir is not None:
+                    meta = {**meta_base, "finetune_best": dict(best)}
+                    path = ckpt.save_checkpoint(engine, best_dir, step, meta, {"iteration": step}, info.rank,
+                                                ps.rng_tracker)
+                    if info.rank == 0:  # one best model on disk
+                        for old in best_dir.iterdir():
+                            if old.is_dir() and old.name != path.name:
+                                shutil.rmtree(old, ignore_errors=True)
+                else:
+                    best_in_memory.clear()
+                    best_in_memory.update({k: v.detach().to("cpu", copy=True)
+                                           for k, v in engine.module.state_dict().items()})
+                log.info(f"new best {f.select_on} {metric} {value:.2f} at step {step}")
+            flat = {f"{metric}_{lang}": v[metric] for lang, v in scores.items()}
+            flat[f"best_{metric}"] = best["score"]
+            return flat
+
+        def loss_fn(eng, batch):
+            return task.loss(eng, to_device(batch), ps), "task"
+
+        def train_batches(start_step: int) -> Iterator[dict]:
+            for idx in batches.iterate(start_step, ps.dp_rank):
+                yield task.collate([train_samples[i] for i in idx])
+
+        save_fn = None
+        if t.save:
+            def save_fn(step: int) -> None:
+                meta = {**meta_base, "finetune_best": dict(best),
+                        "data_position": {"step": step, "micro_batches": step * gas, "epoch": step / steps_per_epoch}}
+                log.info(f"saved checkpoint {ckpt.save_checkpoint(engine, t.save, step, meta, {'iteration': step}, info.rank, ps.rng_tracker)}")
+
+        log_dir = t.log_dir or (str(Path(t.save) / "logs") if t.save else None)
+        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard, purge_step=state.step or None)
+        t0 = time.time()
+        if train_iters > 0:
+            schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or train_iters, warmup=o.warmup,
+                                  decay_style=o.lr_decay_style, decay_ratio=o.lr_decay_ratio)
+            log.info(f"{train_iters} steps ({steps_per_epoch} per epoch, global batch {batches.global_batch}), "
+                     f"dev every {eval_interval} steps, selecting on {f.select_on}")
+            loop_cfg = LoopConfig(train_iters=train_iters, grad_accum=gas, log_interval=t.log_interval,
+                                  eval_interval=eval_interval, save_interval=save_interval, save=t.save,
+                                  exit_signal_save=t.exit_signal_save, tokens_per_sample=f.seq_length,
+                                  progress=sys.stderr.isatty(), objectives=("task",))
+            state = train(engine, ps, loop_cfg, state, schedule, loss_fn, train_batches, save_fn, eval_fn, writer,
+                          info.rank)
+            if state.stopped_by_signal:
+                return {"step": state.step, "stopped_by_signal": True, "train_losses": state.step_losses}
+            # Final numbers from the selected model.
+            if best_dir is not None and (best_dir / ckpt.LATEST).is_file():
+                bdir, btag = ckpt.resolve(best_dir)
+                engine.load(str(bdir), btag, load_optimizer=False)
+            elif best_in_memory:
+                engine.module.load_state_dict(best_in_memory)
+        writer.close()
+
+        dev_scores, dev_preds = score("dev", dev_samples, dev, state.step)
+        test_scores, test_preds = score("test", test_samples, test, state.step) if test else ({}, {})
+        result = {
+            "task": task.name, "metric": metric, "select_on": f.select_on, "pattern_id": task.pattern_id,
+            "best_step": best["step"] if train_iters > 0 else None, "step": state.step, "train_iters": train_iters,
+            "steps_per_epoch": steps_per_epoch, "dev": dev_scores, "test": test_scores,
+            "train_loss_first": state.step_losses[0] if state.step_losses else None,
+            "train_loss_last": state.step_losses[-1] if state.step_losses else None,
+            "train_losses": state.step_losses, "history": state.history,
+            "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
+        }
+        tables = [format_table(f"{task.name} dev", dev_scores, metric)]
+        if test:
+            tables.append(format_table(f"{task.name} test", test_scores, metric))
+        log.info("\n" + "\n".join(tables))
+        if info.rank == 0 and out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+            (out_dir / "results.txt").write_text("\n\n".join(tables) + "\n", encoding="utf-8")
+            pred_dir = out_dir / "predictions"
+            pred_dir.mkdir(exist_ok=True)
+            for split, preds, examples in (("dev", dev_preds, dev), ("test", test_preds, test)):
+                for lang, p in preds.items():
+                    with open(pred_dir / f"{task.name}-{split}-{lang}.jsonl", "w", encoding="utf-8") as w:
+                        for e, label in zip(examples[lang], p, strict=True):
+                            w.write(json.dumps({"idx": e.uid, "label": label}, ensure_ascii=False) + "\n")
+        return result
+    finally:
+        shutdown()
+
+
+if __name__ == "__main__":
+    from training.arguments import run_cli
+
+    run_cli(main, "finetune_glm.py")

@@ -1,0 +1,273 @@
+"""Shared finetuning machinery: examples, TSV reading, epoch batching, evaluation with DP gathering, selection.
+
+A task (``tasks/xnli.py``, ``tasks/pawsx.py``, ...) is a small subclass of a task family
+(``tasks/classification.py``) that only states its languages, files, labels and prompt. Everything two
+tasks share lives here:
+
+- ``Example`` and ``read_tsv`` (tab-split, no quote handling, exactly as XTREME and mGLM read the files;
+  a malformed row is an error naming file and line, never skipped);
+- ``epoch_order`` / ``EpochBatches``: the training stream as a pure function of (seed, step, DP rank), so
+  ``--load`` resumes on exactly the batches the uninterrupted run would have seen;
+- ``evaluate``: forward over every language's examples, each DP rank on its strided slice (padded to the
+  same number of batches so collective-using engines stay in step), predictions gathered to every rank;
+- ``language_scores`` / ``selection_score``: per-language metrics, the unweighted mean (XTREME) and the
+  pooled score (mGLM), and the model-selection value named by ``--select-on``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled (or unlabelled: ``label=None``) input pair with where it came from."""
+
+    uid: str  # "<split>-<lang>-<row>", stable across runs
+    lang: str
+    text_a: str
+    text_b: str
+    label: str | None
+    source: str  # "file:line" for error messages
+
+
+def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, expect: str,
+             min_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, selected fields) of a tab-separated file; fields are not unquoted.
+
+    ``columns``: indices, or names looked up in the header line. Rows with fewer than ``min_fields`` fields
+    (default: enough for every selected column) raise ValueError naming file, line and ``expect``.
+    Completely empty lines carry no data and are passed over.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = iter(enumerate(f, start=1))
+        idx: list[int]
+        if header:
+            try:
+                _, head = next(lines)
+            except StopIteration:
+                raise ValueError(f"{path}: empty file; expected a header line ({expect})") from None
+            names = head.rstrip("\r\n").split("\t")
+            if all(isinstance(c, str) for c in columns):
+                missing = [c for c in columns if c not in names]
+                if missing:
+                    raise ValueError(f"{path}:1: header {names} lacks column(s) {missing}; expected {expect}")
+                idx = [names.index(c) for c in columns]  # type: ignore[arg-type]
+            else:
+                idx = list(columns)  # type: ignore[arg-type]
+        else:
+            idx = list(columns)  # type: ignore[arg-type]
+        need = min_fields if min_fields is not None else max(idx) + 1
+        for lineno, line in lines:
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) < need:
+                raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated field(s); expected {expect}")
+            yield lineno, [fields[i] if i < len(fields) else "" for i in idx]
+
+
+def check_label(label: str, labels: Sequence[str], where: str) -> str:
+    label = label.strip()
+    if label not in labels:
+        raise ValueError(f"{where}: unknown label {label!r}; expected one of {list(labels)}")
+    return label
+
+
+# ------------------------------------------------------------------------------------------ batching
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """A seeded permutation of ``range(n)``, a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, 0x7A5C]).permutation(n)
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    """Micro-batch ``k`` of the training stream for one data-parallel rank, as a pure function of k.
+
+    One optimizer step consumes ``grad_accum`` micro-batches on each of ``dp_size`` ranks, i.e. a global
+    batch of ``G = micro * dp_size * grad_accum`` examples. An epoch is ``ceil(n / G)`` steps over a seeded
+    permutation; its last global batch is filled up from the start of the same permutation so every
+    micro-batch has the same size (stable shapes, equal DP weights).
+    """
+
+    num_examples: int
+    micro_batch: int
+    dp_size: int
+    grad_accum: int
+    seed: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.dp_size * self.grad_accum
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.num_examples / self.global_batch))
+
+    def indices(self, micro_step: int, dp_rank: int) -> np.ndarray:
+        """Example indices of micro-batch ``micro_step`` (counted over the whole run) on ``dp_rank``."""
+        step, acc = divmod(micro_step, self.grad_accum)
+        epoch, in_epoch = divmod(step, self.steps_per_epoch)
+        order = epoch_order(self.num_examples, self.seed, epoch)
+        start = in_epoch * self.global_batch + (acc * self.dp_size + dp_rank) * self.micro_batch
+        return order[np.arange(start, start + self.micro_batch) % self.num_examples]
+
+    def iterate(self, start_step: int, dp_rank: int) -> Iterator[np.ndarray]:
+        k = start_step * self.grad_accum
+        while True:
+            yield self.indices(k, dp_rank)
+            k += 1
+
+
+def shard_for_eval(n: int, batch_size: int, dp_rank: int, dp_size: int) -> list[list[int]]:
+    """This rank's evaluation batches: indices ``dp_rank, dp_rank + dp_size, ...`` padded with -1 so every
+    rank runs the same number of batches (ZeRO-3 gathers parameters collectively in forward)."""
+    per_rank = math.ceil(n / dp_size) if n else 0
+    mine = [i * dp_size + dp_rank for i in range(per_rank)]
+    mine = [i if i < n else -1 for i in mine]
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def gather_objects(obj: Any, group) -> list[Any]:
+    """All-gather a picklable object over ``group`` (one process: ``[obj]``)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size(group) == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(out, obj, group=group)
+    return out
+
+
+def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[Any], batch_size: int, ps,
+             desc: str = "eval", rank: int = 0) -> list[str]:
+    """Predictions for every sample, in order, on every rank.
+
+    ``predict_batch(samples) -> predicted label strings``. Each DP rank predicts its strided slice
+    (tqdm on global rank 0); the slices are gathered over the DP group and put back in order.
+    """
+    import torch
+
+    batches = shard_for_eval(len(samples), batch_size, ps.dp_rank, ps.dp_size)
+    mine: dict[int, str] = {}
+    bar = None
+    if rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(batches), desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=1.0)
+    with torch.no_grad():
+        for idx in batches:
+            real = [i if i >= 0 else 0 for i in idx]  # padding rows re-run sample 0; dropped below
+            preds = predict_batch([samples[i] for i in real])
+            for i, p in zip(idx, preds, strict=True):
+                if i >= 0:
+                    mine[i] = p
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    merged: dict[int, str] = {}
+    for part in gather_objects(mine, ps.dp_group if ps.dp_size > 1 else None):
+        merged.update(part)
+    assert len(merged) == len(samples), (len(merged), len(samples))
+    return [merged[i] for i in range(len(samples))]
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def language_scores(preds: dict[str, list[str]], golds: dict[str, list[str | None]],
+                    metric: Callable[[Sequence[Any], Sequence[Any]], float], name: str) -> dict[str, Any]:
+    """``{lang: {name: score}}`` for every labelled language, plus ``avg`` (unweighted mean over languages,
+    XTREME) and ``pooled`` (all examples together, as mGLM reports). Unlabelled languages are left out."""
+    per: dict[str, dict[str, float]] = {}
+    pooled_p: list[str] = []
+    pooled_g: list[str] = []
+    for lang in preds:
+        g = golds[lang]
+        if not g or any(x is None for x in g):
+            continue
+        per[lang] = {name: metric(preds[lang], g)}
+        pooled_p += preds[lang]
+        pooled_g += g  # type: ignore[arg-type]
+    if not per:
+        return {}
+    out: dict[str, Any] = dict(per)
+    out["avg"] = {name: sum(v[name] for v in per.values()) / len(per)}
+    out["pooled"] = {name: metric(pooled_p, pooled_g)}
+    return out
+
+
+SELECT_CHOICES = "'<lang>-dev' (e.g. en-dev), 'avg-dev' (unweighted language mean) or 'all-dev' (pooled, mGLM)"
+
+
+def selection_key(select_on: str) -> str:
+    """The entry of the dev scores that ``--select-on`` names: a language, ``avg`` or ``pooled``."""
+    if not select_on.endswith("-dev") or len(select_on) <= 4:
+        raise ValueError(f"--select-on {select_on!r}: expected {SELECT_CHOICES}")
+    key = select_on[:-4]
+    return {"all": "pooled"}.get(key, key)
+
+
+def format_table(title: str, scores: dict[str, Any], metric: str) -> str:
+    """A readable two-row table: languages, then scores (avg and pooled last)."""
+    if not scores:
+        return f"{title}: no labelled examples"
+    keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in ("avg", "pooled") if k in scores]
+    width = max(7, *(len(k) + 1 for k in keys))
+    head = f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)
+    row = f"{metric:<14}" + "".join(f"{scores[k][metric]:>{width}.2f}" for k in keys)
+    return head + "\n" + row
+
+
+# --------------------------------------------------------------------------------------- interface
+class Task:
+    """What a finetuning task supplies to ``finetune_glm.py``; one instance per run.
+
+    Subclasses set the class attributes and implement the readers; a task family (e.g.
+    ``tasks.classification.ClozeClassificationTask``) implements ``encode``/``collate``/``loss``/``predict``.
+    """
+
+    name: str = ""
+    languages: tuple[str, ...] = ()  # every language the benchmark defines
+    train_language: str = "en"  # zero-shot transfer: train on this language only
+    metric_name: str = "accuracy"
+    default_pattern_id: int = 0
+
+    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None):
+        self.tokenizer = tokenizer
+        self.seq_length = seq_length
+        self.pattern_id = self.default_pattern_id if pattern_id is None else pattern_id
+
+    # data -------------------------------------------------------------------------------------
+    def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Example]]:
+        """``{lang: examples}`` of ``split`` (train | dev | test). ``languages=None``: every language whose
+        file is present (train: the train language); an explicit list makes a missing file an error."""
+        raise NotImplementedError
+
+    def encode(self, example: Example) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # model ------------------------------------------------------------------------------------
+    def loss(self, engine, batch: dict[str, Any], ps) -> Any:
+        """Scalar training loss of one collated micro-batch (already on the device)."""
+        raise NotImplementedError
+
+    def predict(self, engine, batch: dict[str, Any], ps) -> list[str]:
+        """Predicted label strings of one collated batch (already on the device)."""
+        raise NotImplementedError
+
+    def metric(self, preds: Sequence[Any], golds: Sequence[Any]) -> float:
+        from tasks.metrics import accuracy
+
+        return accuracy(preds, golds)

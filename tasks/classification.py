@@ -1,0 +1,163 @@
+"""Cloze classification with pattern-verbalizer pairs (XNLI, PAWS-X), as Multilingual-GLM does it.
+
+A pattern turns an example into text parts with one ``[MASK]``. The model input is
+
+    [CLS] part_1 ... [MASK] ... part_k <eos> <sop>        sep = index of <sop> = len([CLS] ... <eos>)
+
+with 2D positions ``(i, 0)`` for the context tokens and ``(mask_pos, 1)`` for ``<sop>`` (it stands for the
+first token of the blank at ``[MASK]``). The LM logits at ``<sop>`` read at the verbalizer token ids give
+one score per label, ``s[b, c] = logits[b, sep_b, v_c]``, and the loss is ``CE(s, label)`` over the C
+labels. Every verbalizer must be exactly one token (checked when the task is built).
+
+Under tensor parallelism the logits are vocab-parallel: rank r holds ids ``[r V/p, (r+1) V/p)``. Each rank
+reads the verbalizer ids it owns (zero elsewhere) and one all-reduce(SUM) over the TP group assembles
+``s`` (backward: identity, each rank's gradient flows to the ids it owns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tasks.base import Example, Task, check_label, read_tsv
+
+MASK = object()  # the blank's place in a pattern
+
+
+def cloze_scores(logits: torch.Tensor, index: torch.Tensor, label_ids: torch.Tensor, ps) -> torch.Tensor:
+    """Scores [B, C] = ``logits[b, index[b], label_ids[c]]`` from vocab-parallel logits [B, L, V/p] (fp32)."""
+    from mpu.mappings import reduce_from_tensor_parallel_region
+
+    b = torch.arange(logits.size(0), device=logits.device)
+    at = logits[b, index].float()  # [B, V/p]
+    if ps.tp_size == 1:
+        return at[:, label_ids]  # [B, C]
+    part = at.size(-1)
+    start = ps.tp_rank * part
+    local = label_ids - start  # [C]
+    owned = (local >= 0) & (local < part)
+    picked = at[:, local.clamp(0, part - 1)] * owned.to(at.dtype)  # [B, C], zero where another rank owns the id
+    return reduce_from_tensor_parallel_region(picked, ps)
+
+
+def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[str] | None,
+                      labels: Sequence[str]) -> dict[str, list[Example]]:
+    """XTREME layout: ``train-en.tsv``, ``dev-<lang>.tsv``, ``test-<lang>.tsv``; no header; columns
+    ``text_a text_b [label]`` (XTREME's test files carry no label column)."""
+    langs = [task.train_language] if split == "train" else languages
+    explicit = languages is not None
+    if langs is None:
+        langs = [lang for lang in task.languages if (folder / f"{split}-{lang}.tsv").is_file()]
+        if not langs:
+            if split == "test":
+                return {}  # a test split is optional (XTREME's carry no labels anyway)
+            raise FileNotFoundError(f"{folder}: no {split}-<lang>.tsv file for any of {', '.join(task.languages)}")
+    out: dict[str, list[Example]] = {}
+    for lang in langs:
+        path = folder / f"{split}-{lang}.tsv"
+        if not path.is_file():
+            what = "the training file" if split == "train" else f"the {split} file of language {lang!r}"
+            hint = " (listed by --languages)" if explicit and split != "train" else ""
+            raise FileNotFoundError(f"{path}: {what} is missing{hint}")
+        rows = []
+        for lineno, f in read_tsv(path, [0, 1, 2], header=False, min_fields=2,
+                                  expect="2 or 3 tab-separated columns (text_a, text_b[, label])"):
+            where = f"{path}:{lineno}"
+            if f[2] == "" and split == "test":
+                label = None  # XTREME's test files: two columns, no labels
+            else:
+                label = check_label(task.normalize_label(f[2], where), labels, where)
+            rows.append(Example(f"{split}-{lang}-{len(rows)}", lang, f[0], f[1], label, where))
+        out[lang] = rows
+    return out
+
+
+class ClozeClassificationTask(Task):
+    """Single-token cloze classification. Subclasses define ``labels``, ``verbalizers`` and ``pattern``."""
+
+    labels: tuple[str, ...] = ()
+    verbalizers: dict[str, str] = {}
+
+    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None):
+        super().__init__(tokenizer, seq_length, pattern_id)
+        self.check_pattern_id(self.pattern_id)
+        ids = []
+        for label in self.labels:
+            word = self.verbalizers[label]
+            toks = tokenizer.encode(word)
+            if len(toks) != 1:
+                pieces = tokenizer.convert_ids_to_tokens(toks)
+                raise ValueError(f"task {self.name}: verbalizer {word!r} of label {label!r} is {len(toks)} tokens "
+                                 f"{pieces} with {tokenizer.model_path}; cloze classification needs exactly one")
+            ids.append(toks[0])
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"task {self.name}: verbalizers {self.verbalizers} map two labels to one token")
+        self.label_ids = torch.tensor(ids, dtype=torch.long)
+
+    # pattern ----------------------------------------------------------------------------------
+    def check_pattern_id(self, pattern_id: int) -> None:
+        pass
+
+    def pattern(self, example: Example) -> list[tuple[Any, bool]]:
+        """Parts ``(text or MASK, shortenable)`` in order; exactly one part is ``MASK``."""
+        raise NotImplementedError
+
+    def normalize_label(self, label: str, where: str) -> str:
+        return label.strip()
+
+    # encoding -------------------------------------------------------------------------------------
+    def encode(self, example: Example) -> dict[str, Any]:
+        """Tokenize each part separately; shorten the longest shortenable part from its end one token at a
+        time until ``[CLS] parts <eos> <sop>`` fits ``seq_length`` (reference 1.7)."""
+        tok = self.tokenizer
+        parts = [([tok.mask_id] if p is MASK else tok.encode(p), short) for p, short in self.pattern(example)]
+        assert sum(1 for p, _ in self.pattern(example) if p is MASK) == 1, "a pattern needs exactly one [MASK]"
+        total = sum(len(t) for t, _ in parts) + 3
+        while total > self.seq_length:
+            lens = [len(t) if short else -1 for t, short in parts]
+            j = max(range(len(parts)), key=lambda i: lens[i])
+            if lens[j] <= 0:
+                raise ValueError(f"{example.source}: the pattern of task {self.name} alone needs {total} tokens; "
+                                 f"--seq-length {self.seq_length} is too short")
+            parts[j][0].pop()
+            total -= 1
+        ids = [tok.cls_id]
+        for t, _ in parts:
+            ids.extend(t)
+        ids.append(tok.eos_id)
+        mask_pos = ids.index(tok.mask_id)
+        return {"input_ids": ids, "mask_pos": mask_pos,
+                "label": -1 if example.label is None else self.labels.index(example.label)}
+
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Pad to the longest sample (+1 for ``<sop>``). Tokens after ``<sop>`` cannot influence it (causal),
+        so dynamic padding gives the same scores as padding to ``seq_length``."""
+        B = len(samples)
+        L = max(len(s["input_ids"]) for s in samples) + 1
+        ids = torch.full((B, L), self.tokenizer.pad_id, dtype=torch.long)
+        pos = torch.arange(L).repeat(B, 2, 1)  # [B, 2, L]
+        pos[:, 1] = 0
+        sep = torch.empty(B, dtype=torch.long)
+        for b, s in enumerate(samples):
+            n = len(s["input_ids"])
+            ids[b, :n] = torch.tensor(s["input_ids"])
+            ids[b, n] = self.tokenizer.sop_id
+            pos[b, 0, n] = s["mask_pos"]
+            pos[b, 1, n] = 1
+            sep[b] = n
+        labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
+        return {"text": ids, "position_id": pos, "attention_mask": sep, "label": labels}
+
+    # model --------------------------------------------------------------------------------------
+    def scores(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
+        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"])  # [B, L, V/p]
+        return cloze_scores(logits, batch["attention_mask"], self.label_ids.to(logits.device), ps)
+
+    def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.scores(engine, batch, ps), batch["label"])
+
+    def predict(self, engine, batch: dict[str, Any], ps) -> list[str]:
+        return [self.labels[i] for i in self.scores(engine, batch, ps).argmax(-1).tolist()]

@@ -1,0 +1,45 @@
+"""Test helpers for finetuning: a tiny tokenizer whose pieces include the cloze verbalizers, and a tiny
+pretrained checkpoint made by the real pretraining entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import REPO, SAMPLE_CORPUS
+
+VERBALIZER_PIECES = ["▁True", "▁False", "▁Maybe", "▁Yes", "▁No"]
+TASK_DATA = REPO / "data" / "sample" / "tasks"
+
+
+def train_task_tokenizer(out_dir: Path) -> Path:
+    """A 3,000-piece sentencepiece model of the sample corpus with the verbalizers as single pieces (the
+    sample tokenizer splits " True" into several, so XNLI's verbalizers would be refused with it)."""
+    import sentencepiece as spm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = out_dir / "text.txt"
+    with open(text, "w", encoding="utf-8") as w:
+        for f in sorted(SAMPLE_CORPUS.glob("*.jsonl")):
+            for line in f.open(encoding="utf-8"):
+                w.write(json.loads(line)["text"] + "\n")
+    spm.SentencePieceTrainer.Train(input=str(text), model_prefix=str(out_dir / "task"), model_type="unigram",
+                                   vocab_size=3000, character_coverage=0.98, byte_fallback=True,
+                                   user_defined_symbols=VERBALIZER_PIECES, num_threads=1, minloglevel=2,
+                                   max_sentence_length=16384)
+    return out_dir / "task.model"
+
+
+def pretrain_tiny(tokenizer: Path, out_dir: Path, steps: int = 4) -> Path:
+    """glm-tiny pretrained for a few steps on the sample corpus; returns the save directory."""
+    import pretrain_glm
+    from tools.preprocess_data import main as preprocess
+
+    store = out_dir / "store"
+    preprocess([str(SAMPLE_CORPUS), "-o", str(store), "--tokenizer", str(tokenizer), "--no-progress"])
+    save = out_dir / "pretrained"
+    pretrain_glm.main(["--model-config", str(REPO / "config/model/glm-tiny.json"), "--train-data", str(store),
+                       "--tokenizer-model", str(tokenizer), "--seq-length", "64", "--train-iters", str(steps),
+                       "--batch-size", "4", "--lr", "1e-3", "--log-interval", str(steps), "--eval-interval", "1000",
+                       "--num-workers", "0", "--save", str(save), "--device", "cpu", "--no-tensorboard"])
+    return save

@@ -1,0 +1,186 @@
+"""finetune_glm.py end to end on CPU: tiny pretraining -> finetuning on the fixtures -> per-language results;
+exact resume; TP=2 == TP=1 losses; DeepSpeed engine; launchers; clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, SAMPLE_TOKENIZER
+from task_fixtures import TASK_DATA, pretrain_tiny, train_task_tokenizer
+
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft")
+    tok = train_task_tokenizer(d / "tok")
+    return tok, pretrain_tiny(tok, d)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: threads only contend (on a shared 2-core runner they cost 5-10x)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def base_args(setup, task, data, save, epochs=2, *extra):
+    tok, ck = setup
+    return ["--task", task, "--data-dir", str(data), "--load-pretrained", str(ck), "--tokenizer-model", str(tok),
+            "--epochs", str(epochs), "--batch-size", "8", "--lr", "3e-3", "--seq-length", "96", "--save", str(save),
+            "--device", "cpu", "--no-tensorboard", "--log-interval", "10", "--hidden-dropout", "0",
+            "--attention-dropout", "0", *extra]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update(PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return e
+
+
+@pytest.mark.slow
+def test_xnli_separable_reaches_100_percent(setup, tmp_path):
+    """Labels fixed by a cue word: the model must get every dev example right in every language."""
+    import finetune_glm
+
+    save = tmp_path / "ft"
+    r = finetune_glm.main(base_args(setup, "xnli", TASK_DATA / "xnli" / "separable", save, 60,
+                                    "--eval-epoch", "10", "--select-on", "avg-dev"))
+    langs = ["ar", "de", "en", "fr", "zh"]
+    assert [k for k in r["dev"] if k not in ("avg", "pooled")] == langs
+    assert all(r["dev"][lang]["accuracy"] == 100.0 for lang in langs), r["dev"]
+    assert r["dev"]["avg"]["accuracy"] == 100.0 and r["dev"]["pooled"]["accuracy"] == 100.0
+    losses = r["train_losses"]
+    assert len(losses) == r["train_iters"] == 60 * r["steps_per_epoch"] == 120  # 15 examples, batch 8
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10, losses  # the loss falls
+    on_disk = json.loads((save / "results.json").read_text())
+    assert on_disk["dev"] == r["dev"] and "pooled" in (save / "results.txt").read_text()
+    preds = [json.loads(x) for x in (save / "predictions" / "xnli-dev-zh.jsonl").read_text().splitlines()]
+    assert [p["label"] for p in preds] == ["entailment", "contradiction", "neutral"]
+    assert (save / "best" / "latest").is_file() and len([p for p in (save / "best").iterdir() if p.is_dir()]) == 1
+
+
+@pytest.mark.slow
+def test_pawsx_raw_layout_results_and_exact_resume(setup, tmp_path):
+    """Per-language dev and test accuracy with unweighted mean; a --load resume repeats the same losses."""
+    import finetune_glm
+
+    data = TASK_DATA / "pawsx"
+    full = finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "a", 6, "--save-interval", "3",
+                                       "--batch-size", "2", "--select-on", "all-dev"))
+    langs = ["de", "en", "es", "fr", "ja", "ko", "zh"]
+    for split in ("dev", "test"):
+        s = full[split]
+        assert [k for k in s if k not in ("avg", "pooled")] == langs
+        mean = sum(s[lang]["accuracy"] for lang in langs) / 7
+        assert abs(s["avg"]["accuracy"] - mean) < 1e-9
+        assert all(s[lang]["accuracy"] in (0.0, 50.0, 100.0) for lang in langs)  # 2 examples per language
+    assert full["train_iters"] == 18 and full["steps_per_epoch"] == 3
+    resumed = finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "b", 6, "--save-interval", "3",
+                                          "--batch-size", "2", "--select-on", "all-dev", "--load",
+                                          str(tmp_path / "a" / "global_step9")))
+    assert resumed["step"] == 18
+    assert resumed["train_losses"] == pytest.approx(full["train_losses"][9:], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_tp2_losses_equal_tp1(setup, tmp_path):
+    """torchrun, 2 gloo processes, TP=2 (dropout off): the per-step losses of TP=1."""
+    import finetune_glm
+    from training.distributed import free_port
+
+    args = base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "tp1", 2, "--eval-epoch", "2")
+    one = finetune_glm.main(args)
+    args2 = base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "tp2", 2, "--eval-epoch", "2",
+                      "--model-parallel-size", "2")
+    cmd = [str(Path(PY).parent / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "finetune_glm.py", *args2]
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    two = json.loads((tmp_path / "tp2" / "results.json").read_text())
+    assert two["world"] == {"tp": 2, "dp": 1}
+    assert two["train_losses"] == pytest.approx(one["train_losses"], abs=1e-5)
+    assert two["dev"] == one["dev"]  # same predictions
+    assert set(two["test"]) == set() and (tmp_path / "tp2" / "predictions" / "xnli-test-zh.jsonl").is_file()
+
+
+@pytest.mark.slow
+def test_deepspeed_engine_and_json_agreement(setup, tmp_path):
+    """--deepspeed with a JSON: values only in the JSON are used; a flag contradicting it is refused."""
+    import finetune_glm
+
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 1,
+                              "gradient_clipping": 1.0, "zero_optimization": {"stage": 0},
+                              "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.0,
+                                                                       "betas": [0.9, 0.999], "eps": 1e-8}}}))
+    args = base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "ds", 1, "--deepspeed",
+                     "--deepspeed_config", str(ds))
+    r = finetune_glm.main(args)
+    plain = finetune_glm.main(base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "pl", 1,
+                                        "--adam-eps", "1e-8", "--weight-decay", "0"))
+    assert r["train_losses"] == pytest.approx(plain["train_losses"], abs=1e-4)
+    with pytest.raises(ValueError, match=r"--lr 0.001 contradicts optimizer.params.lr = 0.003"):
+        finetune_glm.main(args[:args.index("--lr")] + ["--lr", "1e-3"] + args[args.index("--lr") + 2:])
+
+
+def test_errors(setup, tmp_path):
+    import finetune_glm
+
+    data = TASK_DATA / "xnli" / "xtreme"
+    with pytest.raises(ValueError, match=r"--task 'mnli': unknown task; expected one of pawsx, xnli"):
+        finetune_glm.main(base_args(setup, "mnli", data, tmp_path / "x"))
+    with pytest.raises(FileNotFoundError, match=r"--data-dir /nonexistent: no such directory"):
+        finetune_glm.main(base_args(setup, "xnli", "/nonexistent", tmp_path / "x"))
+    with pytest.raises(FileNotFoundError, match=r"dev-sw\.tsv: the dev file of language 'sw' is missing"):
+        finetune_glm.main(base_args(setup, "xnli", data, tmp_path / "x", 1, "--languages", "en", "sw"))
+    with pytest.raises(FileNotFoundError, match=r"--select-on ko-dev: no dev set of language 'ko'"):
+        finetune_glm.main(base_args(setup, "xnli", data, tmp_path / "x", 1, "--select-on", "ko-dev"))
+    with pytest.raises(ValueError, match=r"--select-on 'best': expected"):
+        finetune_glm.main(base_args(setup, "xnli", data, tmp_path / "x", 1, "--select-on", "best"))
+    # A checkpoint pretrained with another vocabulary: both sizes named, before any tensor is touched.
+    args = base_args(setup, "pawsx", TASK_DATA / "pawsx", tmp_path / "x", 1)
+    args[args.index("--tokenizer-model") + 1] = str(SAMPLE_TOKENIZER)
+    with pytest.raises(ValueError, match=r"its vocabulary has 3072 rows, but the tokenizer .*mglm-sample\.model "
+                                         r"has 8010 tokens \(padded to 8064 for TP 1\)"):
+        finetune_glm.main(args)
+    out = tmp_path / "done"
+    out.mkdir()
+    (out / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"results\.json exists; pass --overwrite"):
+        finetune_glm.main(base_args(setup, "xnli", data, out, 1))
+
+
+@pytest.mark.slow
+def test_cli_one_line_error_and_launcher_passthrough(setup, tmp_path):
+    """The launcher builds the deepspeed command with mGLM's defaults and passes extra flags through."""
+    fake = tmp_path / "deepspeed"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    tok, ck = setup
+    e = env()
+    e.update(DEEPSPEED=str(fake), CHECKPOINT=str(ck), DATA=str(TASK_DATA / "xnli" / "xtreme"), NUM_GPUS="2",
+             MP_SIZE="2", PY=PY, SAVE=str(tmp_path / "s"))
+    for script, task, ds in (("finetune_xnli.sh", "xnli", "config/tasks/xnli.json"),
+                             ("finetune_pawsx.sh", "pawsx", "config/tasks/pawsx.json")):
+        p = subprocess.run(["bash", f"scripts/{script}", "--epochs", "1", "--log-interval", "7"], cwd=REPO, env=e,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.split()
+        assert out[out.index("--task") + 1] == task and out[out.index("--deepspeed_config") + 1] == ds
+        assert out[out.index("--model-parallel-size") + 1] == "2" and out[out.index("--num_gpus") + 1] == "2"
+        assert out[-4:] == ["--epochs", "1", "--log-interval", "7"]
+        assert out[out.index("--load-pretrained") + 1] == str(ck)
+    p = subprocess.run([PY, "finetune_glm.py", "--task", "nope", "--data-dir", str(tmp_path)], cwd=REPO, env=env(),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "finetune_glm.py: error: --task 'nope': unknown task; expected one of pawsx, xnli"]

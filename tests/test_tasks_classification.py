@@ -1,0 +1,219 @@
+"""Cloze classification: readers of the official formats, encoding (reference 1.7), cloze scores vs the
+model's full logits, TP=2 scores vs TP=1, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SAMPLE_TOKENIZER
+from distributed import run_distributed
+from task_fixtures import TASK_DATA, train_task_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from data_utils.tokenizer import GLMTokenizer
+
+    return GLMTokenizer(train_task_tokenizer(tmp_path_factory.mktemp("tok")))
+
+
+def xnli(tok, seq_length=128):
+    from tasks.xnli import XNLI
+
+    return XNLI(tok, seq_length)
+
+
+# ------------------------------------------------------------------------------------------ readers
+def test_xnli_xtreme_and_raw_layouts(tok):
+    t = xnli(tok)
+    x = TASK_DATA / "xnli" / "xtreme"
+    train = t.read_split(x, "train", None)
+    assert list(train) == ["en"] and len(train["en"]) == 15
+    assert train["en"][1].label == "contradiction" and train["en"][0].text_a.startswith("The children")
+    dev = t.read_split(x, "dev", None)
+    assert list(dev) == ["ar", "de", "en", "es", "fr", "hi", "ru", "zh"]  # every language present, XNLI order
+    test = t.read_split(x, "test", None)
+    assert set(test) == {"en", "de", "zh"} and all(e.label is None for v in test.values() for e in v)  # 2 columns
+
+    raw = TASK_DATA / "xnli" / "raw"
+    rtrain = t.read_split(raw, "train", None)["en"]
+    assert [e.label for e in rtrain] == [e.label for e in train["en"]]  # 'contradictory' -> 'contradiction'
+    rdev = t.read_split(raw, "dev", None)
+    assert list(rdev) == ["ar", "de", "en", "fr", "zh"]
+    assert rdev["zh"][0].text_a == "老人在公园里散步。" and rdev["zh"][0].label == "entailment"
+    only = t.read_split(raw, "test", ["de", "fr"])
+    assert list(only) == ["de", "fr"] and len(only["de"]) == 6
+
+
+def test_pawsx_raw_and_xtreme_layouts(tok):
+    from tasks.pawsx import PAWSX
+
+    t = PAWSX(tok, 128)
+    for d in (TASK_DATA / "pawsx", TASK_DATA / "pawsx" / "x-final", TASK_DATA / "pawsx" / "xtreme"):
+        train = t.read_split(d, "train", None)["en"]
+        assert len(train) == 6 and [e.label for e in train[:2]] == ["1", "0"]
+        dev = t.read_split(d, "dev", None)
+        assert list(dev) == ["de", "en", "es", "fr", "ja", "ko", "zh"]
+        assert dev["ja"][1].text_b == "彼は大阪から東京へ行った。" and dev["ja"][1].label == "0"
+    assert all(e.label is None for e in t.read_split(TASK_DATA / "pawsx" / "xtreme", "test", None)["ko"])
+    assert t.read_split(TASK_DATA / "pawsx", "test", None)["ko"][0].label == "1"  # raw test_2k has labels
+
+
+# ------------------------------------------------------------------------------------------ errors
+def test_bad_input_errors(tok, tmp_path):
+    from tasks.pawsx import PAWSX
+
+    t = xnli(tok)
+    d = tmp_path / "x"
+    d.mkdir()
+    (d / "train-en.tsv").write_text("a premise\ta hypothesis\tentailment\nonly one column\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: 1 tab-separated field\(s\); expected"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("p\th\tentailment\np\th\tentails\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: unknown label 'entails'; expected one of "
+                                         r"\['neutral', 'entailment', 'contradiction'\]"):
+        t.read_split(d, "train", None)
+    (d / "dev-en.tsv").write_text("p\th\tneutral\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"dev-sw\.tsv: the dev file of language 'sw' is missing"):
+        t.read_split(d, "dev", ["en", "sw"])
+    with pytest.raises(FileNotFoundError, match=r"x-final/fr/dev_2k\.tsv: the dev file of language 'fr'"):
+        PAWSX(tok, 128).read_split(_pawsx_without_fr(tmp_path), "dev", ["en", "fr"])
+    raw = tmp_path / "raw" / "x-final" / "en"
+    raw.mkdir(parents=True)
+    (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.tsv:2: unknown label '2'; expected one of \['0', '1'\]"):
+        PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
+
+
+def _pawsx_without_fr(tmp_path):
+    import shutil
+
+    d = tmp_path / "p"
+    shutil.copytree(TASK_DATA / "pawsx" / "x-final", d / "x-final")
+    shutil.rmtree(d / "x-final" / "fr")
+    return d
+
+
+def test_multi_token_verbalizer_is_refused():
+    from data_utils.tokenizer import GLMTokenizer
+
+    with pytest.raises(ValueError, match=r"verbalizer ' Maybe' of label 'neutral' is 3 tokens \['▁Ma', 'y', 'be'\] with .*mglm-sample\.model"):
+        xnli(GLMTokenizer(SAMPLE_TOKENIZER))
+
+
+def test_pattern_ids(tok):
+    from tasks.pawsx import PAWSX
+
+    with pytest.raises(ValueError, match="XNLI defines pattern 4 only"):
+        from tasks.xnli import XNLI
+
+        XNLI(tok, 128, pattern_id=0)
+    with pytest.raises(ValueError, match="PAWS-X defines patterns 0-3"):
+        PAWSX(tok, 128, pattern_id=5)
+
+
+# ------------------------------------------------------------------------------------------ encoding
+def test_encoding_layout_and_truncation(tok):
+    """[CLS] pattern <eos> <sop>; sop at index sep with position (mask_pos, 1); parts tokenized separately;
+    the longer shortenable part loses tokens from its end first."""
+    from tasks.base import Example
+
+    t = xnli(tok, seq_length=128)
+    ex = Example("u", "en", "The cat sleeps on the warm mat.", "A cat is sleeping.", "entailment", "f:1")
+    s = t.encode(ex)
+    ids = s["input_ids"]
+    parts = ['Based on the fact written in foreign language: "', ex.text_a, '".',
+             ' Is the followling statement reasonably True or definitely False: "', "A cat is sleeping", '"?',
+             " Answer:"]
+    expect = [tok.cls_id] + sum((tok.encode(p) for p in parts), []) + [tok.mask_id, tok.eos_id]
+    assert ids == expect and s["mask_pos"] == len(expect) - 2 and s["label"] == 1
+    b = t.collate([s, t.encode(Example("v", "en", "x", "y", None, "f:2"))])
+    n = len(ids)
+    assert b["attention_mask"][0] == n and b["text"][0, n] == tok.sop_id
+    assert b["position_id"][0, :, n].tolist() == [n - 2, 1]
+    assert b["position_id"][0, 0, :n].tolist() == list(range(n)) and b["position_id"][0, 1, :n].abs().sum() == 0
+    assert b["label"].tolist() == [1, -1]
+
+    # Truncation: premise (the longer part) shrinks from the end until the whole fits.
+    long = Example("w", "en", " ".join(["word"] * 80), "short one", "neutral", "f:3")
+    short_len = len(t.encode(Example("w", "en", "", "short one", "neutral", "f:3"))["input_ids"])
+    s2 = xnli(tok, seq_length=short_len + 1 + 10).encode(long)
+    assert len(s2["input_ids"]) + 1 == short_len + 1 + 10
+    assert s2["input_ids"][:12] == t.encode(long)["input_ids"][:12]  # the start of the premise is kept
+    with pytest.raises(ValueError, match=r"f:3: the pattern of task xnli alone needs \d+ tokens; --seq-length 20"):
+        xnli(tok, seq_length=20).encode(long)
+
+
+# ------------------------------------------------------------------------------------------ scores
+def _tiny_model(vocab: int, ps=None):
+    from model import GLMConfig, GLMModel
+
+    cfg = GLMConfig.from_dict({"num_layers": 2, "vocab_size": vocab, "hidden_size": 32, "num_attention_heads": 4,
+                               "max_sequence_length": 128, "hidden_dropout": 0.0, "attention_dropout": 0.0})
+    return GLMModel(cfg, ps, init_seed=7).eval()
+
+
+def _batch(tok):
+    from tasks.base import Example
+
+    t = xnli(tok)
+    exs = [Example(str(i), "en", p, h, lab, "f") for i, (p, h, lab) in enumerate([
+        ("The dog barks at night.", "A dog makes noise.", "entailment"),
+        ("Le chat dort sur le lit.", "Le chat court dehors.", "contradiction"),
+        ("老人在公园里散步。", "老人每天早上都散步。", "neutral")])]
+    return t, t.collate([t.encode(e) for e in exs])
+
+
+def test_cloze_scores_equal_full_logits(tok):
+    """scores[b, c] == logits[b, sop_index_b, verbalizer_id_c] read from the model's own full logits."""
+    from mpu.initialize import ParallelState
+
+    t, b = _batch(tok)
+    model = _tiny_model(tok.padded_vocab_size())
+    ps = ParallelState.single()
+    with torch.no_grad():
+        scores = t.scores(model, b, ps)
+        logits, _ = model(b["text"], b["position_id"], b["attention_mask"])
+    ids = [tok.encode(w)[0] for w in (" Maybe", " True", " False")]  # neutral, entailment, contradiction
+    for i in range(3):
+        sop = int((b["text"][i] == tok.sop_id).nonzero()[0])
+        for c in range(3):
+            assert torch.allclose(scores[i, c], logits[i, sop, ids[c]].float())
+    loss = t.loss(model, b, ps)
+    manual = -torch.log_softmax(scores, -1)[torch.arange(3), b["label"]].mean()
+    assert torch.allclose(loss, manual)
+    assert t.predict(model, b, ps) == [t.labels[j] for j in scores.argmax(-1).tolist()]
+
+
+def _tp_scores(rank, world, tok_path):
+    from data_utils.tokenizer import GLMTokenizer
+    from model.checkpoint_compat import shard_state_dict
+    from mpu.initialize import ParallelState
+
+    tok = GLMTokenizer(tok_path)
+    t, b = _batch(tok)
+    ps = ParallelState.from_torch_distributed(world)
+    full = _tiny_model(tok.padded_vocab_size(128, world)).state_dict()
+    model = _tiny_model(tok.padded_vocab_size(128, world), ps)
+    model.load_state_dict(shard_state_dict(full, world, rank))
+    scores = t.scores(model, b, ps)
+    loss = torch.nn.functional.cross_entropy(scores, b["label"])
+    loss.backward()
+    return scores.detach(), model.word_embeddings.weight.grad.clone()
+
+
+@pytest.mark.slow
+def test_cloze_scores_tp2_equal_tp1(tok):
+    """Vocab-parallel gathering of the verbalizer logits: scores and embedding grads at TP=2 == TP=1."""
+    from mpu.initialize import ParallelState
+
+    t, b = _batch(tok)
+    model = _tiny_model(tok.padded_vocab_size(128, 2))
+    scores = t.scores(model, b, ParallelState.single())
+    torch.nn.functional.cross_entropy(scores, b["label"]).backward()
+    grad = model.word_embeddings.weight.grad
+    out = run_distributed(_tp_scores, 2, tok.model_path)
+    for r, (s, g) in enumerate(out):
+        assert torch.allclose(s, scores.detach(), atol=1e-5)
+        n = g.shape[0]
+        assert torch.allclose(g, grad[r * n:(r + 1) * n], atol=1e-6)
