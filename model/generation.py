@@ -14,8 +14,9 @@ filled span (``[sop]`` + span, without its ``[eop]``) stays in the sequence as P
 sees the earlier spans exactly as the pretraining collator lays out several spans.
 
 Scores. ``logprob`` of a result is the sum over its generated tokens (the end token included when it
-ended) of the model's log-probability ``log softmax(logits)`` over the real vocabulary (embedding rows
-beyond it are vocabulary padding and never generated). For beam search ``score = logprob / len**alpha``
+ended) of the model's log-probability ``log softmax(logits)`` over the generatable vocabulary (embedding
+rows beyond the tokenizer are vocabulary padding, and command tokens other than the end tokens are never
+generated). For beam search ``score = logprob / len**alpha``
 with ``len`` the number of scored tokens (HF/GLM beam scorer with the hypothesis length); for greedy and
 sampling ``score = logprob``. Temperature and top-k / top-p only shape the sampling distribution.
 
@@ -93,19 +94,24 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """The ids generation needs. ``vocab_limit``: ids >= it are embedding padding, never generated."""
+    """The ids generation needs. ``vocab_limit``: ids >= it are embedding padding, never generated;
+    ``banned_ids``: never generated either (with a tokenizer: every command token but the end tokens, since a
+    generated ``[sop]``/``[MASK]``/``[CLS]`` inside a span would break the blank-infilling layout)."""
 
     sop_id: int
     end_ids: tuple[int, ...]
     mask_ids: tuple[int, ...] = ()
     pad_id: int = 0
     vocab_limit: int | None = None
+    banned_ids: tuple[int, ...] = ()
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> SpecialTokens:
-        return cls(sop_id=tokenizer.sop_id, end_ids=(tokenizer.eop_id, tokenizer.eos_id),
+        end = (tokenizer.eop_id, tokenizer.eos_id)
+        commands = [i for i in range(tokenizer.num_text_tokens, len(tokenizer)) if i not in end]
+        return cls(sop_id=tokenizer.sop_id, end_ids=end,
                    mask_ids=(tokenizer.mask_id, tokenizer.smask_id, tokenizer.gmask_id),
-                   pad_id=tokenizer.pad_id, vocab_limit=len(tokenizer))
+                   pad_id=tokenizer.pad_id, vocab_limit=len(tokenizer), banned_ids=tuple(commands))
 
 
 @dataclass
@@ -260,11 +266,14 @@ class _UncachedDecoder:
 
 # ------------------------------------------------------------------------------------------ processors
 def _log_probs(logits: torch.Tensor, special: SpecialTokens) -> torch.Tensor:
-    """log softmax over the real vocabulary, fp32 [R, V]; padding ids get -inf."""
+    """log softmax over the generatable vocabulary, fp32 [R, V]; padding and banned ids get -inf."""
     logits = logits.float()
     if special.vocab_limit is not None and special.vocab_limit < logits.size(-1):
         logits = logits.clone()
         logits[:, special.vocab_limit:] = NEG_INF
+    if special.banned_ids:
+        logits = logits.clone()
+        logits[:, list(special.banned_ids)] = NEG_INF
     return F.log_softmax(logits, dim=-1)
 
 

@@ -270,6 +270,7 @@ def test_second_blank_input_is_the_pretraining_layout(tok_model, sample_tok):
     assert block["position_id"][:, :k].tolist() == pos[0].tolist()
     # the filled text contains both spans in place of the masks
     assert res.text == sample_tok.decode(full[1:-1])
+    assert not any(sample_tok.is_command_id(t) for t in s1 + s2)  # command tokens are never generated
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam"])
