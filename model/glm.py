@@ -12,6 +12,7 @@ Output: logits = LN_f(h_L) @ E^T with E the (vocab-parallel) word embedding; no 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -46,6 +47,72 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
+@dataclass
+class LayerKVCache:
+    """One layer's keys and values of the positions already processed (incremental decoding).
+
+    ``k``/``v``: preallocated [B, np, capacity, D] buffers (this rank's heads) of which the first ``length``
+    positions are filled; ``append`` writes the new positions in place and grows the buffers when full.
+    """
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    length: int = 0
+    capacity_hint: int = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v [B, np, L, D] after the cached positions; return all keys/values [B, np, M+L, D]."""
+        B, np_, L, D = k.shape
+        end = self.length + L
+        if self.k is None or end > self.k.size(2):
+            cap = max(end, self.capacity_hint, 2 * (self.k.size(2) if self.k is not None else 0))
+            new_k = k.new_empty(B, np_, cap, D)
+            new_v = v.new_empty(B, np_, cap, D)
+            if self.length:
+                new_k[:, :, :self.length] = self.k[:, :, :self.length]
+                new_v[:, :, :self.length] = self.v[:, :, :self.length]
+            self.k, self.v = new_k, new_v
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+@dataclass
+class KVCache:
+    """Keys/values of every layer for incremental decoding: pass the same object to successive forwards.
+
+    The first forward fills it with the context; each later forward feeds only the new positions, whose
+    queries attend to all cached keys (plus the new ones, as ``attention_mask`` says for the last ``L``
+    key columns). ``capacity`` preallocates that many positions per layer (grown on demand).
+    """
+
+    num_layers: int
+    capacity: int = 0
+    layers: list[LayerKVCache] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            self.layers = [LayerKVCache(capacity_hint=self.capacity) for _ in range(self.num_layers)]
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions M."""
+        return self.layers[0].length if self.layers else 0
+
+    def select(self, batch_index: torch.Tensor) -> KVCache:
+        """A new cache whose row i is row ``batch_index[i]`` of this one (beam reordering / expansion)."""
+        layers = []
+        for c in self.layers:
+            if c.k is None:
+                layers.append(LayerKVCache(capacity_hint=c.capacity_hint))
+                continue
+            idx = batch_index.to(c.k.device)
+            layers.append(LayerKVCache(c.k.index_select(0, idx), c.v.index_select(0, idx), c.length,
+                                       c.capacity_hint))
+        return KVCache(self.num_layers, self.capacity, layers)
+
+
 class SelfAttention(nn.Module):
     """Fused-QKV self-attention with optional memory keys/values; heads split across TP ranks."""
 
@@ -65,7 +132,8 @@ class SelfAttention(nn.Module):
             init_method=scaled_normal_init(config.init_method_std, config.num_layers))
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None,
+                kv_cache: LayerKVCache | None = None) -> torch.Tensor:
         B, L, _ = x.shape
         np_, D = self.local_heads, self.head_dim
         kv_input = x if mem is None else torch.cat([mem, x], dim=1)  # [B, K, h]
@@ -75,6 +143,8 @@ class SelfAttention(nn.Module):
         q, k, v = qkv.unbind(0)  # each [B, np, K, D]
         if mem is not None:
             q = q[:, :, -L:]  # [B, np, L, D]: only the current segment asks queries
+        if kv_cache is not None:
+            k, v = kv_cache.append(k, v)  # [B, np, M+L, D]: cached positions, then this segment
         dropout_p = self.attention_dropout if self.training else 0.0
         if dropout_p > 0.0:
             # Heads differ per TP rank, so their dropout masks must too: use the per-rank tracker state.
@@ -126,10 +196,14 @@ class TransformerLayer(nn.Module):
         self.post_attention_layernorm = _layer_norm(config)
         self.mlp = MLP(config, state, generator)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None,
+                kv_cache: LayerKVCache | None = None) -> torch.Tensor:
         x = self.input_layernorm(hidden)
         mem = self.input_layernorm(mem) if mem is not None else None
-        hidden = hidden + self.attention(x, mask, mem)
+        if kv_cache is None:
+            hidden = hidden + self.attention(x, mask, mem)
+        else:
+            hidden = hidden + self.attention(x, mask, mem, kv_cache)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -159,9 +233,12 @@ class GLMTransformer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 mems: list[torch.Tensor] | None = None,
-                return_memory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                return_memory: bool = False, kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         B, L, _ = hidden.shape
         mem_len = mems[0].size(1) if mems else 0
+        if kv_cache is not None:
+            assert not mems, "use either mems or a KV cache"
+            mem_len = kv_cache.length
         mask = normalize_attention_mask(attention_mask.to(hidden.device), L, mem_len + L)  # [B|1, 1, L, K]
         if self.config.block_position_encoding:
             hidden = (hidden + self.position_embeddings(position_ids[:, 0])  # [B, L, h]
@@ -175,7 +252,7 @@ class GLMTransformer(nn.Module):
         n_layers = len(self.layers)
         # Memory states are a generation feature; checkpointing is a training one: never both.
         use_ckpt = (self.config.checkpoint_activations and torch.is_grad_enabled() and self.training
-                    and not keep_memory)
+                    and not keep_memory and kv_cache is None)
         chunk = self.config.checkpoint_num_layers if use_ckpt else 1
         for start in range(0, n_layers, chunk):
             end = min(start + chunk, n_layers)
@@ -183,6 +260,8 @@ class GLMTransformer(nn.Module):
             if use_ckpt:
                 hidden = checkpoint_fn(self._run_layers(start, end, mask), hidden,
                                        *(layer_mems or []), rng_tracker=self.state.rng_tracker)
+            elif kv_cache is not None:
+                hidden = self.layers[start](hidden, mask, None, kv_cache.layers[start])
             else:
                 hidden = self.layers[start](hidden, mask, layer_mems[0] if layer_mems else None)
                 if keep_memory:
@@ -216,7 +295,9 @@ class GLMModel(nn.Module):
     ``forward(input_ids [B, L], position_ids [B, 2, L], attention_mask (sep [B] or bool [B, 1, L, K]),
     mems=None, return_memory=False) -> (logits [B, L, V/p] (or [B, L, V] if not parallel_output), mems)``.
     ``mems``: list of ``num_layers + 1`` tensors [B, M, h] (each layer's input, then the last output) from
-    a previous call with ``return_memory=True``. Initialisation is drawn from a CPU generator seeded with
+    a previous call with ``return_memory=True``. ``kv_cache``: optional ``KVCache`` (instead of ``mems``)
+    holding every layer's keys/values of M earlier positions; it is extended in place by this call's L
+    positions, so incremental decoding feeds one new position per step. Initialisation is drawn from a CPU generator seeded with
     ``init_seed`` (or ``generator``), identically for every TP size.
     """
 
@@ -236,9 +317,12 @@ class GLMModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 mems: list[torch.Tensor] | None = None,
-                return_memory: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                return_memory: bool = False, kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         emb = self.word_embeddings(input_ids)  # [B, L, h]
-        hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory)
+        if kv_cache is None:
+            hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory)
+        else:
+            hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory, kv_cache)
         hidden = copy_to_tensor_parallel_region(hidden, self.state)
         logits = F.linear(hidden, self.word_embeddings.weight)  # [B, L, V/p]
         if not self.config.parallel_output:
@@ -287,5 +371,5 @@ def model_flops_per_token(config: GLMConfig, seq_length: int) -> float:
     return 72.0 * L * h * h + 12.0 * L * seq_length * h + 6.0 * config.vocab_size * h
 
 
-__all__ = ["GLMModel", "GLMTransformer", "TransformerLayer", "SelfAttention", "MLP", "attention_core",
+__all__ = ["GLMModel", "GLMTransformer", "KVCache", "LayerKVCache", "TransformerLayer", "SelfAttention", "MLP", "attention_core",
            "glm_lm_loss", "param_groups_for_weight_decay", "num_parameters", "model_flops_per_token"]

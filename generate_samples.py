@@ -1,0 +1,248 @@
+"""Blank filling with a (multilingual) GLM checkpoint, interactively or over a file of prompts.
+
+    python generate_samples.py --load checkpoints/run1                       # interactive, greedy
+    python generate_samples.py --load run1 --top-k 40 --top-p 0.9 --temperature 0.8 --seed 3
+    python generate_samples.py --load run1 --num-beams 4 --length-penalty 1 --no-repeat-ngram-size 3 \\
+        --input-file prompts.txt --output-file filled.jsonl
+    python generate_samples.py --load-pretrained mglm-1b/pretrained.pt --model-config config/model/mglm-1b.json \\
+        --tokenizer-model mglm250k-uni.model
+    torchrun --nproc_per_node 2 generate_samples.py --model-parallel-size 2 --load run1 ...
+
+A prompt is text with ``[MASK]`` (a short span), ``[sMASK]`` (a sentence) or ``[gMASK]`` (a long span /
+continuation) blanks; they are filled left to right, each seeing the spans filled before it. A prompt
+without any mask is continued: `` [gMASK]`` is appended (GLM's behaviour). An unknown mask-like token such
+as ``[XMASK]`` is an error naming it. Decoding: beam search with ``--num-beams > 1``; sampling with
+``--sample`` or any of ``--top-k`` / ``--top-p`` > 0; greedy otherwise.
+
+Interactive mode reads one prompt per line from stdin and stops at end of input (Ctrl-D) or an empty
+line; greedy / sampled tokens are printed as they are produced, a beam-searched blank when it is done;
+then the filled text. File mode (``--input-file``) writes one JSON object per prompt (``prompt``,
+``filled``, ``spans``, ``scores``) to ``--output-file`` (or stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PROG = "generate_samples.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint")
+    src = p.add_argument_group("model")
+    src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "
+                                    "<tag>/meta.json for the model config and tokenizer)")
+    src.add_argument("--load-pretrained", help="released weights (.pt file or a directory of mp_rank_XX files); "
+                                               "needs --model-config and --tokenizer-model")
+    src.add_argument("--model-config", help="model JSON (config/model/*.json)")
+    src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
+    src.add_argument("--model-parallel-size", type=int, default=1)
+    src.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
+    io = p.add_argument_group("input / output")
+    io.add_argument("--input-file", help="one prompt per line (default: interactive, stdin)")
+    io.add_argument("--output-file", help="JSONL output for --input-file (default: stdout)")
+    io.add_argument("--no-stream", action="store_true", help="interactive: print only the filled text")
+    g = p.add_argument_group("decoding")
+    g.add_argument("--out-seq-length", type=int, default=64, help="max tokens per blank (end token included)")
+    g.add_argument("--min-tgt-length", type=int, default=0, help="min tokens per blank before it may end")
+    g.add_argument("--sample", action="store_true", help="sample (also implied by --top-k / --top-p > 0)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--length-penalty", type=float, default=1.0)
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    return p
+
+
+def _generation_config(a: argparse.Namespace):
+    from model.generation import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=a.out_seq_length, min_new_tokens=a.min_tgt_length,
+        do_sample=a.sample or a.top_k > 0 or a.top_p > 0, temperature=a.temperature, top_k=a.top_k,
+        top_p=a.top_p, num_beams=a.num_beams, length_penalty=a.length_penalty,
+        no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
+
+
+def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str]:
+    """(model config dict, tokenizer path, weights path) from --load or --load-pretrained."""
+    from training import checkpoint as ckpt
+
+    if bool(a.load) == bool(a.load_pretrained):
+        raise ValueError("give exactly one of --load CHECKPOINT_DIR or --load-pretrained FILE")
+    if a.load:
+        load_dir, tag = ckpt.resolve(a.load)
+        meta = ckpt.read_meta(load_dir, tag)
+        where = load_dir / tag / "meta.json"
+        if "model_config" not in meta:
+            raise ValueError(f"{where}: no 'model_config' recorded")
+        model_config = dict(meta["model_config"])
+        if a.model_config:
+            raise ValueError("--model-config is read from meta.json with --load; use --load-pretrained to override")
+        tok = a.tokenizer_model or meta.get("tokenizer")
+        if not tok:
+            raise ValueError(f"{where}: no 'tokenizer' recorded; pass --tokenizer-model")
+        if not os.path.isfile(tok) and not os.path.isabs(tok) and (Path(__file__).parent / tok).is_file():
+            tok = str(Path(__file__).parent / tok)  # recorded relative to the repository root
+        if not os.path.isfile(tok):
+            raise FileNotFoundError(f"tokenizer {tok} (recorded in {where}) not found; pass --tokenizer-model")
+        return model_config, tok, str(load_dir / tag)
+    if not a.model_config or not a.tokenizer_model:
+        raise ValueError("--load-pretrained needs --model-config and --tokenizer-model")
+    from model import GLMConfig
+
+    return GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained
+
+
+def _read_prompts(path: str) -> list[tuple[int, str]]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--input-file {p}: no such file")
+    return [(i, line.rstrip("\n")) for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if line.strip()]
+
+
+class _Printer:
+    """Streams one blank at a time: decodes the span so far and prints what is new."""
+
+    def __init__(self, tokenizer, out, enabled: bool) -> None:
+        self.tok, self.out, self.enabled = tokenizer, out, enabled
+        self.blank, self.ids, self.shown = 0, [], ""
+
+    def on_token(self, row: int, token: int) -> None:
+        if not self.enabled or row != 0:
+            return
+        if not self.ids:
+            self.out.write(f"[blank {self.blank + 1}] ")
+        self.ids.append(token)
+        text = self.tok.decode(self.ids)
+        self.out.write(text[len(self.shown):] if text.startswith(self.shown) else "\n" + text)
+        self.out.flush()
+        self.shown = text
+
+    def on_blank(self, index: int, result) -> None:
+        if self.enabled:
+            if not self.ids:
+                self.out.write(f"[blank {index + 1}] " + self.tok.decode(result.tokens))
+            self.out.write("\n")
+            self.out.flush()
+        self.blank, self.ids, self.shown = index + 1, [], ""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    a = build_parser().parse_args(argv)
+    import torch
+    import torch.distributed as dist
+
+    from data_utils.tokenizer import GLMTokenizer
+    from model import GLMConfig, GLMModel
+    from model.generation import fill_blanks
+    from mpu.initialize import ParallelState
+    from training.checkpoint import load_pretrained
+
+    cfg = _generation_config(a)
+    model_config, tok_path, weights = _resolve_sources(a)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from training.distributed import init_distributed
+
+        info = init_distributed(device=a.device)
+        if a.model_parallel_size != world:
+            raise ValueError(f"--model-parallel-size {a.model_parallel_size} must equal the number of processes "
+                             f"({world}): generation runs one tensor-parallel group")
+        ps, device, rank = ParallelState.from_torch_distributed(world), info.device, info.rank
+    else:
+        if a.model_parallel_size != 1:
+            raise ValueError("--model-parallel-size > 1 needs that many processes (torchrun --nproc_per_node)")
+        ps, rank = ParallelState.single(), 0
+        device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        tokenizer = GLMTokenizer(tok_path)
+        config = GLMConfig.from_dict(model_config, source=weights)
+        config.hidden_dropout = config.attention_dropout = 0.0
+        config.max_memory_length = 0
+        if a.load_pretrained:
+            # As pretraining does: the embedding table is the tokenizer's vocabulary padded to 128 * TP.
+            config.vocab_size = tokenizer.padded_vocab_size(128, ps.tp_size)
+        if config.vocab_size < len(tokenizer):
+            raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok_path} "
+                             f"({len(tokenizer)} ids)")
+        model = GLMModel(config, ps)
+        load_pretrained(model, weights, ps)
+        model = model.to(device).eval()
+
+        def fill(text: str, printer: _Printer | None):
+            hooks = dict(on_token=printer.on_token, on_blank=printer.on_blank) if printer else {}
+            return fill_blanks(model, tokenizer, text, cfg, **hooks)
+
+        t0 = time.time()
+        n_prompts = n_tokens = n_blanks = 0
+        if a.input_file:
+            out = open(a.output_file, "w", encoding="utf-8") if a.output_file and rank == 0 else sys.stdout
+            try:
+                for line_no, text in _read_prompts(a.input_file):
+                    try:
+                        res = fill(text, None)
+                    except ValueError as e:
+                        raise ValueError(f"{a.input_file}:{line_no}: {e}") from None
+                    n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
+                    n_tokens += sum(len(s) for s in res.spans)
+                    if rank == 0:
+                        out.write(json.dumps({"prompt": text, "filled": res.text,
+                                              "spans": [tokenizer.decode(s) for s in res.spans],
+                                              "scores": res.scores}, ensure_ascii=False) + "\n")
+                        out.flush()
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+        else:
+            while True:
+                text = None
+                if rank == 0:
+                    print("Prompt with [MASK]/[sMASK]/[gMASK] (empty line or Ctrl-D to stop) >>> ",
+                          end="", file=sys.stderr, flush=True)
+                    try:
+                        line = sys.stdin.readline()
+                    except KeyboardInterrupt:
+                        line = ""
+                    text = line.rstrip("\n") if line else ""
+                if world > 1:
+                    box = [text]
+                    dist.broadcast_object_list(box, src=0)
+                    text = box[0]
+                if not text.strip():
+                    if rank == 0:
+                        print(file=sys.stderr)
+                    break
+                printer = _Printer(tokenizer, sys.stdout, enabled=rank == 0 and not a.no_stream)
+                try:
+                    res = fill(text, printer)
+                except ValueError as e:
+                    if rank == 0:
+                        print(f"error: {e}", file=sys.stderr, flush=True)
+                    continue
+                n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
+                n_tokens += sum(len(s) for s in res.spans)
+                if rank == 0:
+                    print(f"Filled: {res.text}", flush=True)
+        seconds = time.time() - t0
+        return {"prompts": n_prompts, "blanks": n_blanks, "generated_tokens": n_tokens, "seconds": seconds,
+                "tokens_per_s": n_tokens / seconds if seconds > 0 else 0.0, "mode": cfg.mode}
+    finally:
+        if world > 1:
+            from training.distributed import shutdown
+
+            shutdown()
+
+
+if __name__ == "__main__":
+    from training.arguments import run_cli
+
+    run_cli(main, PROG)
