@@ -56,6 +56,8 @@ def init_distributed(local_rank: int | None = None, backend: str | None = None, 
     os.environ.setdefault("RANK", str(rank))
     os.environ.setdefault("WORLD_SIZE", str(world))
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    # A lone process needs no rendezvous: an in-memory store avoids racing other jobs for a free port.
+    single = world == 1 and "MASTER_PORT" not in os.environ
     if "MASTER_PORT" not in os.environ:
         if world > 1:
             raise ValueError("WORLD_SIZE > 1 but MASTER_PORT is not set: start multi-process runs with deepspeed or torchrun")
@@ -69,8 +71,11 @@ def init_distributed(local_rank: int | None = None, backend: str | None = None, 
         dev = torch.device("cpu")
     backend = backend or ("nccl" if use_cuda else "gloo")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=timeout_minutes))
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        if single:
+            dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), dev)
 
 
