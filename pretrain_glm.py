@@ -133,7 +133,7 @@ def run(cfg: PretrainConfig) -> dict:
     from mpu.random import model_parallel_seed
     from training import checkpoint as ckpt
     from training.distributed import init_distributed, shutdown
-    from training.engine import DeepSpeedEngine, TorchEngine, adjust_ds_config_for_cpu
+    from training.engine import build_engine
     from training.logging import MetricsWriter, get_logger
     from training.loop import LoopConfig, LoopState, perplexity, train
     from training.lr_schedule import LRSchedule
@@ -187,23 +187,7 @@ def run(cfg: PretrainConfig) -> dict:
             src = ckpt.load_pretrained(model, t.load_pretrained, ps)
             log.info(f"initialised weights from {src}")
         groups = param_groups_for_weight_decay(model, o.weight_decay)
-        if t.deepspeed:
-            ds = adjust_ds_config_for_cpu(dict(cfg.ds_config))
-            ds.setdefault("train_micro_batch_size_per_gpu", t.batch_size)
-            ds.setdefault("gradient_accumulation_steps", t.gradient_accumulation_steps)
-            ds.setdefault("gradient_clipping", o.clip_grad)
-            ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
-            ds["optimizer"].setdefault("params", {})
-            for k, v in (("lr", o.lr), ("weight_decay", o.weight_decay), ("betas", [o.adam_beta1, o.adam_beta2]),
-                         ("eps", o.adam_eps)):
-                ds["optimizer"]["params"].setdefault(k, v)
-            ds.setdefault("steps_per_print", 10**9)
-            engine = DeepSpeedEngine(model, groups, ps, ds)
-        else:
-            engine = TorchEngine(model, groups, ps, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps,
-                                 clip_grad=o.clip_grad, grad_accum=t.gradient_accumulation_steps, bf16=t.bf16,
-                                 device=info.device)
-        engine.micro_batch_size = t.batch_size
+        engine = build_engine(model, groups, ps, o, t, cfg.ds_config, info.device)
         schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or t.train_iters, warmup=o.warmup,
                               decay_style=o.lr_decay_style, decay_ratio=o.lr_decay_ratio)
 
