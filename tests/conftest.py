@@ -15,6 +15,17 @@ SHARED_DATA = Path(os.environ.get("MGLM_SHARED_DATA", REPO.parent / "shared" / "
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+# Rendezvous variables left in this process by an in-process distributed test (or by the shell that
+# runs pytest) would be inherited by every subprocess a later test starts, pointing it at a port that
+# may be taken. Each test starts without them; tests that launch ranks set their own.
+_RENDEZVOUS_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_rendezvous(monkeypatch):
+    for k in _RENDEZVOUS_VARS:
+        monkeypatch.delenv(k, raising=False)
+
 
 def shared_path(*parts: str) -> Path:
     """A file under ../shared/data, or skip the test with the reason when a user's clone lacks it."""

@@ -55,13 +55,14 @@ def init_distributed(local_rank: int | None = None, backend: str | None = None, 
     os.environ.setdefault("LOCAL_RANK", str(local_rank))
     os.environ.setdefault("RANK", str(rank))
     os.environ.setdefault("WORLD_SIZE", str(world))
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    # A lone process needs no rendezvous: an in-memory store avoids racing other jobs for a free port.
-    single = world == 1 and "MASTER_PORT" not in os.environ
-    if "MASTER_PORT" not in os.environ:
-        if world > 1:
-            raise ValueError("WORLD_SIZE > 1 but MASTER_PORT is not set: start multi-process runs with deepspeed or torchrun")
-        os.environ["MASTER_PORT"] = str(free_port())
+    # A lone process needs no rendezvous: an in-memory store avoids racing other jobs for a port, even
+    # when MASTER_PORT leaks in from a parent's environment (a port someone else may hold). Nothing is
+    # written to os.environ for it, so child processes inherit no stale rendezvous address.
+    single = world == 1
+    if not single and "MASTER_PORT" not in os.environ:
+        raise ValueError("WORLD_SIZE > 1 but MASTER_PORT is not set: start multi-process runs with deepspeed or torchrun")
+    if not single:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
 
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda:
