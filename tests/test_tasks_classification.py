@@ -9,6 +9,8 @@ from conftest import SAMPLE_TOKENIZER
 from distributed import run_distributed
 from task_fixtures import TASK_DATA, train_task_tokenizer
 
+from tasks.registry import TASKS
+
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
@@ -94,11 +96,48 @@ def _pawsx_without_fr(tmp_path):
     return d
 
 
-def test_multi_token_verbalizer_is_refused():
-    from data_utils.tokenizer import GLMTokenizer
+def test_multi_token_verbalizer_is_refused(tiny_tokenizer):
+    """A tokenizer without the verbalizers as pieces (420 pieces, not trained with them) is refused at start,
+    naming the verbalizer, its pieces and the tokenizer file."""
+    import re
 
-    with pytest.raises(ValueError, match=r"verbalizer ' Maybe' of label 'neutral' is 3 tokens \['▁Ma', 'y', 'be'\] with .*mglm-sample\.model"):
-        xnli(GLMTokenizer(SAMPLE_TOKENIZER))
+    pieces = tiny_tokenizer.convert_ids_to_tokens(tiny_tokenizer.encode(" Maybe"))
+    assert len(pieces) > 1
+    with pytest.raises(ValueError, match=re.escape(f"verbalizer ' Maybe' of label 'neutral' is {len(pieces)} tokens "
+                                                   f"{pieces} with {tiny_tokenizer.model_path}")):
+        xnli(tiny_tokenizer)
+
+
+def _fixture_example(task):
+    """The first English training example of the task's fixtures."""
+    return task.read_split(TASK_DATA / task.name / "xtreme", "train", None)["en"][0]
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_registered_cloze_tasks_build_with_the_bundled_tokenizer(name):
+    """Every registered cloze task runs with data/sample/tokenizer: each verbalizer is one token, the piece
+    of the word after a space, and the same token comes out when the word fills the blank in running text
+    (the pattern's text with the verbalizer in place of [MASK], tokenized as one string)."""
+    from data_utils.tokenizer import GLMTokenizer
+    from tasks import registry
+    from tasks.classification import MASK, ClozeClassificationTask
+
+    cls = registry.get(name)
+    if not issubclass(cls, ClozeClassificationTask):
+        pytest.skip(f"{name} is not a cloze task")
+    tok = GLMTokenizer(SAMPLE_TOKENIZER)
+    task = cls(tok, 256)
+    assert len(set(task.label_ids.tolist())) == len(task.labels)
+    ex = _fixture_example(task)
+    for label, vid in zip(task.labels, task.label_ids.tolist(), strict=True):
+        word = task.verbalizers[label]
+        assert tok.convert_ids_to_tokens([vid]) == [word.replace(" ", "\u2581")]
+        texts = [p for p, _ in task.pattern(ex)]
+        m = texts.index(MASK)
+        before, after = "".join(texts[:m]), "".join(texts[m + 1:])
+        head = tok.encode(before + word)
+        assert head[-1] == vid, tok.convert_ids_to_tokens(head[-3:])
+        assert tok.encode(before + word + after)[len(head) - 1] == vid  # what follows does not merge into it
 
 
 def test_pattern_ids(tok):

@@ -192,3 +192,53 @@ def test_train_tokenizer_bad_jsonl(tmp_path):
     src.write_text('{"text": "fine"}\n{"txt": "oops"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=re.escape(f"{src}:2")):
         train([str(src)], str(tmp_path / "m"), vocab_size=50)
+
+
+def test_train_tokenizer_user_defined_symbols(tmp_path):
+    """--user-defined-symbols: each symbol is one piece (a leading space is sentencepiece's "▁"), in running
+    text too, and the vocabulary keeps its size; without the option the same words are split."""
+    import shutil
+
+    from tools.train_tokenizer import main
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for lang in ("en", "de"):
+        shutil.copy(SAMPLE_CORPUS / f"{lang}.jsonl", src)
+    words = [" Maybe", " Yes"]
+    plain = GLMTokenizer(main([str(src), "--model-prefix", str(tmp_path / "p" / "m"), "--vocab-size", "1200"]))
+    assert all(len(plain.encode(w)) > 1 for w in words), "pick words this corpus does not make single pieces"
+    with_sym = GLMTokenizer(main([str(src), "--model-prefix", str(tmp_path / "u" / "m"), "--vocab-size", "1200",
+                                  "--user-defined-symbols", " Maybe,\u2581Yes"]))
+    assert with_sym.num_text_tokens == plain.num_text_tokens == 1200
+    for w in words:
+        ids = with_sym.encode(w)
+        assert with_sym.convert_ids_to_tokens(ids) == ["\u2581" + w.strip()]
+        assert with_sym.encode(w.strip()) == ids  # at the start of a text sentencepiece adds the "▁" itself
+        running = with_sym.encode(f"He said{w}, and left.")
+        assert ids[0] in running
+        assert with_sym.decode(running) == f"He said{w}, and left."
+
+
+def test_cloze_verbalizers_preset():
+    """The preset is the union of the verbalizers of the registered cloze tasks (XNLI, PAWS-X)."""
+    from tools.train_tokenizer import cloze_verbalizer_pieces
+
+    assert cloze_verbalizer_pieces() == sorted(["\u2581True", "\u2581False", "\u2581Maybe", "\u2581Yes", "\u2581No"])
+
+
+def test_bundled_sample_tokenizer_is_reproduced_by_the_documented_command(tmp_path):
+    """The command in README's "Sample data" section, run again, gives the bundled file byte for byte."""
+    import shlex
+
+    from tools.train_tokenizer import main
+
+    readme = (SAMPLE_CORPUS.parents[2] / "README.md").read_text(encoding="utf-8")
+    lines = [x for x in readme.splitlines() if x.startswith("python tools/train_tokenizer.py data/sample/corpus")]
+    assert len(lines) == 1, "README documents one command for the sample tokenizer"
+    argv = shlex.split(lines[0])[2:]
+    prefix = argv.index("--model-prefix") + 1
+    assert argv[prefix] == "data/sample/tokenizer/mglm-sample"
+    argv[prefix] = str(tmp_path / "mglm-sample")
+    argv[0] = str(SAMPLE_CORPUS)
+    assert main(argv).read_bytes() == SAMPLE_TOKENIZER.read_bytes()

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from data_utils.tokenizer import GLMTokenizer  # noqa: E402
-from tools.train_tokenizer import train  # noqa: E402
+from tools.train_tokenizer import cloze_verbalizer_pieces, train  # noqa: E402
 
 SAMPLE_VOCAB = 8000
 SENTENCES = {
@@ -35,7 +35,9 @@ SENTENCES = {
 
 def step_tokenizer(out: Path) -> Path:
     print("== 1. tokenizer: train a unigram sentencepiece model on data/sample/corpus", flush=True)
-    model = train([str(REPO / "data/sample/corpus")], str(out / "tokenizer" / "mglm-sample"), vocab_size=SAMPLE_VOCAB)
+    # As the bundled model was made (README, "Sample data"): the cloze verbalizers are single pieces.
+    model = train([str(REPO / "data/sample/corpus")], str(out / "tokenizer" / "mglm-sample"), vocab_size=SAMPLE_VOCAB,
+                  user_defined_symbols=cloze_verbalizer_pieces())
     bundled = REPO / "data/sample/tokenizer/mglm-sample.model"
     same = bundled.is_file() and bundled.read_bytes() == model.read_bytes()
     print(f"   identical to the bundled {bundled.relative_to(REPO)}: {same}")

@@ -5,7 +5,14 @@ object per line), ``*.txt`` (documents separated by blank lines), each optionall
 ``<lang>_*.json.gz``. Every line of a document becomes one training sentence. Training is
 deterministic (one thread, every sentence used, fixed seed), so the same input gives the same model file.
 
-    python tools/train_tokenizer.py data/sample/corpus --vocab-size 8000 --model-prefix data/sample/tokenizer/sample
+    python tools/train_tokenizer.py data/sample/corpus --vocab-size 8000 --model-prefix data/sample/tokenizer/mglm-sample \
+        --cloze-verbalizers
+
+(the command that made the bundled ``data/sample/tokenizer/mglm-sample.model``). ``--user-defined-symbols``
+adds pieces that are always one token (sentencepiece's ``user_defined_symbols``: they count in the vocabulary
+size and are cut out of the text before segmentation, so "Nobody" becomes "▁No" "body"); a space in them is
+sentencepiece's meta symbol "▁". ``--cloze-verbalizers`` adds the verbalizers of every registered cloze task
+(XNLI " True" " False" " Maybe", PAWS-X " Yes" " No"), which must be single tokens.
 
 Defaults suit a multilingual model: byte fallback (no text is ever unknown), character coverage 0.9995
 (the usual setting for CJK), digits split, and the ``identity`` normalisation so decoding returns the
@@ -20,7 +27,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -62,6 +69,28 @@ def _strip_paths(model: Path, name: str) -> None:
     model.write_bytes(proto.SerializeToString())
 
 
+def as_piece(symbol: str) -> str:
+    """A string as the sentencepiece piece that matches it in text: spaces become the meta symbol "▁"
+    (" True" -> "▁True", which is what sentencepiece makes of "True" after a space or at the start)."""
+    if not symbol.strip():
+        raise ValueError(f"user-defined symbol {symbol!r}: expected a non-blank string")
+    return symbol.replace(" ", "\u2581")
+
+
+def cloze_verbalizer_pieces() -> list[str]:
+    """The pieces of every verbalizer of every registered cloze task (``tasks/registry.py``), sorted, so that
+    a tokenizer trained with them can run every cloze task (which refuses multi-token verbalizers)."""
+    from tasks import registry
+    from tasks.classification import ClozeClassificationTask
+
+    pieces = set()
+    for name in registry.TASKS:
+        cls = registry.get(name)
+        if issubclass(cls, ClozeClassificationTask):
+            pieces.update(as_piece(v) for v in cls.verbalizers.values())
+    return sorted(pieces)
+
+
 def train(
     inputs: list[str],
     model_prefix: str,
@@ -70,13 +99,18 @@ def train(
     normalization: str = "identity",
     byte_fallback: bool = True,
     verbose: bool = False,
+    user_defined_symbols: Sequence[str] = (),
 ) -> Path:
-    """Train and write ``<model_prefix>.model`` (+ ``.vocab``); returns the model path."""
+    """Train and write ``<model_prefix>.model`` (+ ``.vocab``); returns the model path.
+
+    ``user_defined_symbols``: pieces (spaces written as " " or "▁") that are always a single token; they
+    are part of ``vocab_size``."""
     import sentencepiece as spm
     from tqdm import tqdm
 
     from data_utils.corpus import find_input_files
 
+    symbols = list(dict.fromkeys(as_piece(x) for x in user_defined_symbols))  # de-duplicated, order kept
     files = find_input_files(inputs)
     out = Path(model_prefix)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -108,6 +142,7 @@ def train(
                 shuffle_input_sentence=False,
                 num_threads=1,  # unigram EM with several threads is not bit-reproducible
                 max_sentence_length=16384,
+                user_defined_symbols=symbols,
                 minloglevel=0 if verbose else 2,
             )
         except RuntimeError as e:  # sentencepiece's C++ errors, e.g. "Vocabulary size too high (N)"
@@ -127,9 +162,17 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--character-coverage", type=float, default=0.9995)
     ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"])
     ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false")
+    ap.add_argument("--user-defined-symbols", default="", metavar="A,B,...",
+                    help="comma-separated pieces that are always one token (a leading space = '▁')")
+    ap.add_argument("--cloze-verbalizers", action="store_true",
+                    help="add the verbalizers of every registered cloze task (XNLI, PAWS-X) as single pieces")
     ap.add_argument("--verbose", action="store_true", help="show sentencepiece's own training log")
     a = ap.parse_args(argv)
-    return train(a.inputs, a.model_prefix, a.vocab_size, a.character_coverage, a.normalization, a.byte_fallback, a.verbose)
+    symbols = [x for x in a.user_defined_symbols.split(",") if x != ""]
+    if a.cloze_verbalizers:
+        symbols += cloze_verbalizer_pieces()
+    return train(a.inputs, a.model_prefix, a.vocab_size, a.character_coverage, a.normalization, a.byte_fallback,
+                 a.verbose, symbols)
 
 
 if __name__ == "__main__":
