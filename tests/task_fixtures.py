@@ -8,6 +8,8 @@ from pathlib import Path
 
 from conftest import REPO, SAMPLE_CORPUS
 
+# In this order (the ids they get): the separable-fixture test's trajectory depends on them.
+VERBALIZER_PIECES = ["▁True", "▁False", "▁Maybe", "▁Yes", "▁No"]
 TASK_DATA = REPO / "data" / "sample" / "tasks"
 
 
@@ -19,6 +21,9 @@ def train_task_tokenizer(out_dir: Path) -> Path:
 
     from tools.train_tokenizer import cloze_verbalizer_pieces
 
+    missing = set(cloze_verbalizer_pieces()) - set(VERBALIZER_PIECES)
+    assert not missing, f"add the verbalizer pieces {sorted(missing)} of a new cloze task to VERBALIZER_PIECES"
+
     out_dir.mkdir(parents=True, exist_ok=True)
     text = out_dir / "text.txt"
     with open(text, "w", encoding="utf-8") as w:
@@ -27,7 +32,7 @@ def train_task_tokenizer(out_dir: Path) -> Path:
                 w.write(json.loads(line)["text"] + "\n")
     spm.SentencePieceTrainer.Train(input=str(text), model_prefix=str(out_dir / "task"), model_type="unigram",
                                    vocab_size=3000, character_coverage=0.98, byte_fallback=True,
-                                   user_defined_symbols=cloze_verbalizer_pieces(), num_threads=1, minloglevel=2,
+                                   user_defined_symbols=VERBALIZER_PIECES, num_threads=1, minloglevel=2,
                                    max_sentence_length=16384)
     return out_dir / "task.model"
 

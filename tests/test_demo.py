@@ -1,0 +1,40 @@
+"""The README's demo command (tools/demo.py, run by scripts/demo.sh), shortened: every step runs, the
+tokenizer is the bundled one, and the XNLI finetune starts from the checkpoint the pretraining step wrote."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SAMPLE_TOKENIZER
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_short(tmp_path, capfd):
+    from tools.demo import main
+
+    out = tmp_path / "demo"
+    r = main(["--out", str(out), "--pretrain-iters", "4", "--finetune-epochs", "1"])
+    printed = capfd.readouterr()
+    text = printed.out + printed.err
+
+    # 1. the demo retrains the bundled tokenizer byte for byte
+    assert (out / "tokenizer" / "mglm-sample.model").read_bytes() == SAMPLE_TOKENIZER.read_bytes()
+    assert "identical to the bundled data/sample/tokenizer/mglm-sample.model: True" in text
+    # 3. pretraining wrote a checkpoint; 4. the finetune initialised its weights from it
+    pre = out / "pretrain"
+    assert (pre / "latest").read_text().strip() == "global_step4"
+    assert f"initialised weights from {pre / 'global_step4'}" in text
+    ft = r["finetune_xnli"]
+    results = json.loads((out / "finetune-xnli" / "results.json").read_text())
+    assert ft["results"] == str(out / "finetune-xnli" / "results.json")
+    langs = ["ar", "de", "en", "es", "fr", "hi", "ru", "zh"]  # the dev files of data/sample/tasks/xnli/xtreme
+    assert [k for k in results["dev"] if k not in ("avg", "pooled")] == langs
+    assert results["train_iters"] == 2  # 15 training pairs, batch 8, 1 epoch
+    mean = sum(results["dev"][k]["accuracy"] for k in langs) / len(langs)
+    assert results["dev"]["avg"]["accuracy"] == pytest.approx(mean)
+    # the per-language accuracy table is printed and the run points at results.json
+    header = next(line for line in text.splitlines() if line.startswith("xnli dev"))
+    assert header.split()[2:] == langs + ["avg", "pooled"]
+    assert str(out / "finetune-xnli" / "results.json") in text
+    assert json.loads((out / "results.json").read_text())["finetune_xnli"]["dev"] == results["dev"]
