@@ -121,7 +121,7 @@ def run(cfg: FinetuneConfig) -> dict:
                 raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
                                  f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
                                  f"{ps.tp_size}); use the tokenizer the model was pretrained with")
-        task = task_cls(tok, f.seq_length, f.pattern_id)
+        task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
         data_dir = Path(f.data_dir)
         langs = list(f.languages) or None
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
@@ -134,9 +134,11 @@ def run(cfg: FinetuneConfig) -> dict:
         log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
                  + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
                  + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
-        train_samples = [task.encode(e) for e in train_examples]
-        dev_samples = {k: [task.encode(e) for e in v] for k, v in dev.items()}
-        test_samples = {k: [task.encode(e) for e in v] for k, v in test.items()}
+        train_samples = task.train_samples(train_examples)
+        dev_samples = {k: task.eval_samples(v) for k, v in dev.items()}
+        test_samples = {k: task.eval_samples(v) for k, v in test.items()}
+        if f.epochs > 0 and not train_samples:
+            raise ValueError(f"{f.task}: the training split in {data_dir} yields no training samples")
 
         # Model, weights, engine ------------------------------------------------------------------
         model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
@@ -159,15 +161,16 @@ def run(cfg: FinetuneConfig) -> dict:
         def to_device(batch: dict) -> dict:
             return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
-        def predict_batch(samples: list[dict]) -> list[str]:
+        def predict_batch(samples: list[dict]) -> list:
             return task.predict(engine, to_device(task.collate(samples)), ps)
 
         def score(split: str, samples: dict[str, list[dict]], examples: dict, step: int) -> tuple[dict, dict]:
             engine.eval()
-            preds = {lang: evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
-                     for lang, s in samples.items()}
-            golds = {lang: [e.label for e in examples[lang]] for lang in examples}
-            return language_scores(preds, golds, task.metric, task.metric_name), preds
+            preds = {}
+            for lang, s in samples.items():
+                per_sample = evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
+                preds[lang] = task.aggregate(examples[lang], s, per_sample)
+            return language_scores(preds, examples, task.metrics, task.has_gold), preds
 
         # Resume, best-model tracking -------------------------------------------------------------
         state = LoopState()
@@ -205,7 +208,7 @@ def run(cfg: FinetuneConfig) -> dict:
                     best_in_memory.update({k: v.detach().to("cpu", copy=True)
                                            for k, v in engine.module.state_dict().items()})
                 log.info(f"new best {f.select_on} {metric} {value:.2f} at step {step}")
-            flat = {f"{metric}_{lang}": v[metric] for lang, v in scores.items()}
+            flat = {f"{m}_{lang}": v[m] for lang, v in scores.items() for m in task.metric_names}
             flat[f"best_{metric}"] = best["score"]
             return flat
 
@@ -258,9 +261,9 @@ def run(cfg: FinetuneConfig) -> dict:
             "train_losses": state.step_losses, "history": state.history,
             "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
         }
-        tables = [format_table(f"{task.name} dev", dev_scores, metric)]
+        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names)]
         if test:
-            tables.append(format_table(f"{task.name} test", test_scores, metric))
+            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names))
         log.info("\n" + "\n".join(tables))
         if info.rank == 0 and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,8 +274,9 @@ def run(cfg: FinetuneConfig) -> dict:
             for split, preds, examples in (("dev", dev_preds, dev), ("test", test_preds, test)):
                 for lang, p in preds.items():
                     with open(pred_dir / f"{task.name}-{split}-{lang}.jsonl", "w", encoding="utf-8") as w:
-                        for e, label in zip(examples[lang], p, strict=True):
-                            w.write(json.dumps({"idx": e.uid, "label": label}, ensure_ascii=False) + "\n")
+                        for row in task.prediction_records(examples[lang], p):
+                            w.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    task.write_extra_predictions(pred_dir, split, lang, examples[lang], p)
         return result
     finally:
         shutdown()

@@ -301,6 +301,14 @@ class FinetuneArgs:
     languages: tuple[str, ...] = ()  # dev/test languages; default every language present in --data-dir
     overwrite: bool = False  # replace an existing results.json
     num_workers: int = 0
+    # Generation tasks (QA, summarization): --seq-length is the source length.
+    tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
+    out_seq_length: int | None = None  # most tokens generated at evaluation (default: --tgt-seq-length)
+    min_tgt_length: int = 0  # the end token is banned before this many tokens
+    num_beams: int = 1  # beam search when > 1, else greedy
+    length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
+    no_repeat_ngram_size: int = 0
+    label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
 
 
 @dataclass(frozen=True)
@@ -323,12 +331,19 @@ class FinetuneConfig:
 
 
 _HELP.update({
-    "task": "task name (tasks/registry.py): xnli, pawsx",
+    "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh",
     "data_dir": "the task's data folder (official distribution or XTREME layout)",
     "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
     "select_on": "model selection: <lang>-dev (default en-dev), avg-dev, all-dev (pooled over languages, mGLM)",
     "languages": "dev/test languages (default: every language present)",
     "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
+    "tgt_seq_length": "generation tasks: training targets are cut to this many tokens, end token included",
+    "out_seq_length": "generation tasks: most tokens generated at evaluation (default --tgt-seq-length)",
+    "min_tgt_length": "generation tasks: the end token is banned before this many generated tokens",
+    "num_beams": "generation tasks: beam search with this many beams (1 = greedy)",
+    "length_penalty": "generation tasks: beam score = sum of log-probs / length**length_penalty",
+    "no_repeat_ngram_size": "generation tasks: never repeat an n-gram of this size in one output",
+    "label_smoothing": "generation tasks: label smoothing eps of the token cross entropy",
 })
 
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
@@ -385,4 +400,12 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--eval-epoch {f.eval_epoch}: expected >= 1")
     if f.eval_batch_size is not None and f.eval_batch_size < 1:
         raise ValueError(f"--eval-batch-size {f.eval_batch_size}: expected >= 1")
+    if f.tgt_seq_length < 2:
+        raise ValueError(f"--tgt-seq-length {f.tgt_seq_length}: expected >= 2 (a token and the end token)")
+    if f.out_seq_length is not None and f.out_seq_length < 1:
+        raise ValueError(f"--out-seq-length {f.out_seq_length}: expected >= 1")
+    if not 0.0 <= f.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing {f.label_smoothing}: expected a value in [0, 1)")
+    if f.num_beams < 1 or f.no_repeat_ngram_size < 0 or f.min_tgt_length < 0:
+        raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
     validate(cfg.as_pretrain())
