@@ -66,36 +66,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(cfg: FinetuneConfig) -> dict:
 
-    import numpy as np
 
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMModel
     from model.glm import param_groups_for_weight_decay
-    from mpu.initialize import ParallelState
-    from mpu.random import model_parallel_seed
     from pretrain_glm import build_model_config
     from tasks import registry
     from tasks.base import EpochBatches, evaluate, format_table, language_scores, selection_key
     from training import checkpoint as ckpt
-    from training.distributed import init_distributed, shutdown
+    from training.distributed import shutdown, start_run
     from training.engine import build_engine
-    from training.logging import MetricsWriter, get_logger
+    from training.logging import MetricsWriter
     from training.loop import LoopConfig, LoopState, train
     from training.lr_schedule import LRSchedule
 
     t, o, f = cfg.train, cfg.optim, cfg.finetune
     task_cls = registry.get(f.task)
-    info = init_distributed(t.local_rank, device=t.device)
+    run_ctx = start_run(t, f"finetune {f.task}")
+    info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
     try:
-        if info.world_size % t.model_parallel_size:
-            raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size {info.world_size}")
-        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
-        log = get_logger(info.rank)
-        log.info(f"finetune {f.task}: world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend "
-                 f"{info.backend}, device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed)
-        model_parallel_seed(t.seed, ps)
 
         out_dir = Path(t.save or t.log_dir) if (t.save or t.log_dir) else None
         if out_dir is not None and (out_dir / "results.json").exists() and not f.overwrite and not t.load:

@@ -234,16 +234,20 @@ def _same(a, b) -> bool:
     return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
 
 
+def _deepspeed_json(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """With ``--deepspeed_config``: the values the JSON sets (checked against the flags) and the JSON itself."""
+    if not (ns.deepspeed or ns.deepspeed_config):
+        return {}, None
+    if not ns.deepspeed_config:
+        raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
+    ns.deepspeed = True
+    return merge_deepspeed_config(ns, ns.deepspeed_config)
+
+
 def parse_pretrain_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> PretrainConfig:
     parser = parser or build_parser()
     ns = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    ds = None
-    if ns.deepspeed or ns.deepspeed_config:
-        if not ns.deepspeed_config:
-            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
-        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
-        ns.deepspeed = True
+    overrides, ds = _deepspeed_json(ns)
     cfg = PretrainConfig(
         model=_take(ModelArgs, ns), data=_take(DataArgs, ns),
         optim=_take(OptimArgs, ns, overrides), train=_take(TrainArgs, ns, overrides), ds_config=ds,
@@ -363,13 +367,7 @@ def build_finetune_parser() -> argparse.ArgumentParser:
 def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
     ns = build_finetune_parser().parse_args(argv)
     given = tuple(k for k, v in vars(ns).items() if v is not None and v is not False)
-    overrides: dict[str, Any] = {}
-    ds = None
-    if ns.deepspeed or ns.deepspeed_config:
-        if not ns.deepspeed_config:
-            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
-        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
-        ns.deepspeed = True
+    overrides, ds = _deepspeed_json(ns)
     for k, v in _FINETUNE_DEFAULTS.items():
         if getattr(ns, k) is None and k not in overrides:
             setattr(ns, k, v)
