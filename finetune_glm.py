@@ -116,6 +116,10 @@ def run(cfg: FinetuneConfig) -> dict:
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
         dev = task.read_split(data_dir, "dev", langs)
         test = task.read_split(data_dir, "test", langs)
+        if f.eval_limit is not None:  # a smoke run: the scores are not the benchmark's (results.json says so)
+            dev = {k: v[:f.eval_limit] for k, v in dev.items()}
+            test = {k: v[:f.eval_limit] for k, v in test.items()}
+            log.warning(f"--eval-limit {f.eval_limit}: scoring only the first {f.eval_limit} examples per language")
         key = selection_key(f.select_on)
         if key not in ("avg", "pooled") and key not in dev:
             raise FileNotFoundError(f"--select-on {f.select_on}: no dev set of language {key!r} in {data_dir} "
@@ -244,7 +248,7 @@ def run(cfg: FinetuneConfig) -> dict:
         result = {
             "task": task.name, "metric": metric, "select_on": f.select_on, "pattern_id": task.pattern_id,
             "best_step": best["step"] if train_iters > 0 else None, "step": state.step, "train_iters": train_iters,
-            "steps_per_epoch": steps_per_epoch, "dev": dev_scores, "test": test_scores,
+            "steps_per_epoch": steps_per_epoch, "eval_limit": f.eval_limit, "dev": dev_scores, "test": test_scores,
             "train_loss_first": state.step_losses[0] if state.step_losses else None,
             "train_loss_last": state.step_losses[-1] if state.step_losses else None,
             "train_losses": state.step_losses, "history": state.history,

@@ -304,6 +304,7 @@ class FinetuneArgs:
     select_on: str = "en-dev"  # model selection: <lang>-dev | avg-dev | all-dev (pooled, mGLM)
     languages: tuple[str, ...] = ()  # dev/test languages; default every language present in --data-dir
     overwrite: bool = False  # replace an existing results.json
+    eval_limit: int | None = None  # smoke runs: only the first N dev/test examples of each language
     num_workers: int = 0
     # Generation tasks (QA, summarization): --seq-length is the source length.
     tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
@@ -341,6 +342,7 @@ _HELP.update({
     "select_on": "model selection: <lang>-dev (default en-dev), avg-dev, all-dev (pooled over languages, mGLM)",
     "languages": "dev/test languages (default: every language present)",
     "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
+    "eval_limit": "smoke runs: score only the first N dev/test examples of each language (results say so)",
     "tgt_seq_length": "generation tasks: training targets are cut to this many tokens, end token included",
     "out_seq_length": "generation tasks: most tokens generated at evaluation (default --tgt-seq-length)",
     "min_tgt_length": "generation tasks: the end token is banned before this many generated tokens",
@@ -398,6 +400,8 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--eval-epoch {f.eval_epoch}: expected >= 1")
     if f.eval_batch_size is not None and f.eval_batch_size < 1:
         raise ValueError(f"--eval-batch-size {f.eval_batch_size}: expected >= 1")
+    if f.eval_limit is not None and f.eval_limit < 1:
+        raise ValueError(f"--eval-limit {f.eval_limit}: expected >= 1")
     if f.tgt_seq_length < 2:
         raise ValueError(f"--tgt-seq-length {f.tgt_seq_length}: expected >= 2 (a token and the end token)")
     if f.out_seq_length is not None and f.out_seq_length < 1:
