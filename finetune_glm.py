@@ -66,36 +66,25 @@ def main(argv: list[str] | None = None) -> dict:
 
 def run(cfg: FinetuneConfig) -> dict:
 
-    import numpy as np
 
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMModel
     from model.glm import param_groups_for_weight_decay
-    from mpu.initialize import ParallelState
-    from mpu.random import model_parallel_seed
     from pretrain_glm import build_model_config
     from tasks import registry
     from tasks.base import EpochBatches, evaluate, format_table, language_scores, selection_key
     from training import checkpoint as ckpt
-    from training.distributed import init_distributed, shutdown
+    from training.distributed import shutdown, start_run
     from training.engine import build_engine
-    from training.logging import MetricsWriter, get_logger
+    from training.logging import MetricsWriter
     from training.loop import LoopConfig, LoopState, train
     from training.lr_schedule import LRSchedule
 
     t, o, f = cfg.train, cfg.optim, cfg.finetune
     task_cls = registry.get(f.task)
-    info = init_distributed(t.local_rank, device=t.device)
+    run_ctx = start_run(t, f"finetune {f.task}")
+    info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
     try:
-        if info.world_size % t.model_parallel_size:
-            raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size {info.world_size}")
-        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
-        log = get_logger(info.rank)
-        log.info(f"finetune {f.task}: world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend "
-                 f"{info.backend}, device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed)
-        model_parallel_seed(t.seed, ps)
 
         out_dir = Path(t.save or t.log_dir) if (t.save or t.log_dir) else None
         if out_dir is not None and (out_dir / "results.json").exists() and not f.overwrite and not t.load:
@@ -121,12 +110,16 @@ def run(cfg: FinetuneConfig) -> dict:
                 raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
                                  f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
                                  f"{ps.tp_size}); use the tokenizer the model was pretrained with")
-        task = task_cls(tok, f.seq_length, f.pattern_id)
+        task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
         data_dir = Path(f.data_dir)
         langs = list(f.languages) or None
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
         dev = task.read_split(data_dir, "dev", langs)
         test = task.read_split(data_dir, "test", langs)
+        if f.eval_limit is not None:  # a smoke run: the scores are not the benchmark's (results.json says so)
+            dev = {k: v[:f.eval_limit] for k, v in dev.items()}
+            test = {k: v[:f.eval_limit] for k, v in test.items()}
+            log.warning(f"--eval-limit {f.eval_limit}: scoring only the first {f.eval_limit} examples per language")
         key = selection_key(f.select_on)
         if key not in ("avg", "pooled") and key not in dev:
             raise FileNotFoundError(f"--select-on {f.select_on}: no dev set of language {key!r} in {data_dir} "
@@ -134,9 +127,11 @@ def run(cfg: FinetuneConfig) -> dict:
         log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
                  + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
                  + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
-        train_samples = [task.encode(e) for e in train_examples]
-        dev_samples = {k: [task.encode(e) for e in v] for k, v in dev.items()}
-        test_samples = {k: [task.encode(e) for e in v] for k, v in test.items()}
+        train_samples = task.train_samples(train_examples)
+        dev_samples = {k: task.eval_samples(v) for k, v in dev.items()}
+        test_samples = {k: task.eval_samples(v) for k, v in test.items()}
+        if f.epochs > 0 and not train_samples:
+            raise ValueError(f"{f.task}: the training split in {data_dir} yields no training samples")
 
         # Model, weights, engine ------------------------------------------------------------------
         model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
@@ -159,15 +154,16 @@ def run(cfg: FinetuneConfig) -> dict:
         def to_device(batch: dict) -> dict:
             return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
-        def predict_batch(samples: list[dict]) -> list[str]:
+        def predict_batch(samples: list[dict]) -> list:
             return task.predict(engine, to_device(task.collate(samples)), ps)
 
         def score(split: str, samples: dict[str, list[dict]], examples: dict, step: int) -> tuple[dict, dict]:
             engine.eval()
-            preds = {lang: evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
-                     for lang, s in samples.items()}
-            golds = {lang: [e.label for e in examples[lang]] for lang in examples}
-            return language_scores(preds, golds, task.metric, task.metric_name), preds
+            preds = {}
+            for lang, s in samples.items():
+                per_sample = evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
+                preds[lang] = task.aggregate(examples[lang], s, per_sample)
+            return language_scores(preds, examples, task.metrics, task.has_gold), preds
 
         # Resume, best-model tracking -------------------------------------------------------------
         state = LoopState()
@@ -205,7 +201,7 @@ def run(cfg: FinetuneConfig) -> dict:
                     best_in_memory.update({k: v.detach().to("cpu", copy=True)
                                            for k, v in engine.module.state_dict().items()})
                 log.info(f"new best {f.select_on} {metric} {value:.2f} at step {step}")
-            flat = {f"{metric}_{lang}": v[metric] for lang, v in scores.items()}
+            flat = {f"{m}_{lang}": v[m] for lang, v in scores.items() for m in task.metric_names}
             flat[f"best_{metric}"] = best["score"]
             return flat
 
@@ -252,15 +248,15 @@ def run(cfg: FinetuneConfig) -> dict:
         result = {
             "task": task.name, "metric": metric, "select_on": f.select_on, "pattern_id": task.pattern_id,
             "best_step": best["step"] if train_iters > 0 else None, "step": state.step, "train_iters": train_iters,
-            "steps_per_epoch": steps_per_epoch, "dev": dev_scores, "test": test_scores,
+            "steps_per_epoch": steps_per_epoch, "eval_limit": f.eval_limit, "dev": dev_scores, "test": test_scores,
             "train_loss_first": state.step_losses[0] if state.step_losses else None,
             "train_loss_last": state.step_losses[-1] if state.step_losses else None,
             "train_losses": state.step_losses, "history": state.history,
             "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
         }
-        tables = [format_table(f"{task.name} dev", dev_scores, metric)]
+        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names)]
         if test:
-            tables.append(format_table(f"{task.name} test", test_scores, metric))
+            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names))
         log.info("\n" + "\n".join(tables))
         if info.rank == 0 and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -271,8 +267,9 @@ def run(cfg: FinetuneConfig) -> dict:
             for split, preds, examples in (("dev", dev_preds, dev), ("test", test_preds, test)):
                 for lang, p in preds.items():
                     with open(pred_dir / f"{task.name}-{split}-{lang}.jsonl", "w", encoding="utf-8") as w:
-                        for e, label in zip(examples[lang], p, strict=True):
-                            w.write(json.dumps({"idx": e.uid, "label": label}, ensure_ascii=False) + "\n")
+                        for row in task.prediction_records(examples[lang], p):
+                            w.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    task.write_extra_predictions(pred_dir, split, lang, examples[lang], p)
         return result
     finally:
         shutdown()

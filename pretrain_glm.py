@@ -129,29 +129,19 @@ def run(cfg: PretrainConfig) -> dict:
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMModel
     from model.glm import glm_lm_loss, model_flops_per_token, num_parameters, param_groups_for_weight_decay
-    from mpu.initialize import ParallelState
-    from mpu.random import model_parallel_seed
     from training import checkpoint as ckpt
-    from training.distributed import init_distributed, shutdown
+    from training.distributed import shutdown, start_run
     from training.engine import build_engine
-    from training.logging import MetricsWriter, get_logger
+    from training.logging import MetricsWriter
     from training.loop import LoopConfig, LoopState, perplexity, train
     from training.lr_schedule import LRSchedule
 
     t, d, o = cfg.train, cfg.data, cfg.optim
     if not d.train_data:
         raise ValueError("--train-data STORE is required (make a store with tools/preprocess_data.py)")
-    info = init_distributed(t.local_rank, device=t.device)
+    run_ctx = start_run(t, "pretrain")
+    info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
     try:
-        if info.world_size % t.model_parallel_size:
-            raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size {info.world_size}")
-        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
-        log = get_logger(info.rank)
-        log.info(f"world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend {info.backend}, "
-                 f"device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
-        torch.manual_seed(t.seed)
-        np.random.seed(t.seed)
-        model_parallel_seed(t.seed, ps)
 
         # Tokenizer, data -------------------------------------------------------------------------
         tok = GLMTokenizer(resolve_tokenizer_path(cfg))

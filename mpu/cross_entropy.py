@@ -66,3 +66,30 @@ def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, par
     Use fp32 logits (callers pass ``logits.float()``).
     """
     return _VocabParallelCrossEntropy.apply(logits, target, parallel_state)
+
+
+def vocab_parallel_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
+                                          parallel_state: Any) -> torch.Tensor:
+    """Label-smoothed per-token loss [...] (GLM's ``--label-smoothing``, as ``torch.nn.functional.cross_entropy``
+    with ``label_smoothing``):
+
+        loss = (1 - eps) * CE(z, t) + eps * mean_v(-log softmax(z)_v),   mean_v(-log p_v) = lse(z) - mean_v(z_v)
+
+    over the whole (padded) vocabulary V. Under TP, lse uses the all-reduced row max (a constant shift)
+    and all-reduced exp sums, and mean_v(z) the all-reduced row sums; both reductions are identity in
+    backward, so each rank's slice gets its own gradient.
+    """
+    from mpu.mappings import reduce_from_tensor_parallel_region
+
+    ce = vocab_parallel_cross_entropy(logits, target, parallel_state)
+    if epsilon == 0.0:
+        return ce
+    with torch.no_grad():
+        m = logits.max(dim=-1, keepdim=True).values  # [..., 1]
+        if parallel_state.tp_size > 1:
+            dist.all_reduce(m, op=dist.ReduceOp.MAX, group=parallel_state.tp_group)
+    sum_exp = reduce_from_tensor_parallel_region((logits - m).exp().sum(-1), parallel_state)  # [...]
+    lse = m.squeeze(-1) + sum_exp.log()
+    vocab = logits.size(-1) * parallel_state.tp_size
+    mean_z = reduce_from_tensor_parallel_region(logits.sum(-1), parallel_state) / vocab
+    return (1.0 - epsilon) * ce + epsilon * (lse - mean_z)

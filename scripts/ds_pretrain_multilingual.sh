@@ -11,20 +11,11 @@
 # SAVE (checkpoints/mglm), TOKENIZER (recorded in the store), MASTER_PORT (random), PRESET (mglm | cpu-tiny | cpu-small).
 # Flags given after the script name are appended and override the recipe's (argparse: last one wins).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-PY="${PY:-$ROOT/.venv/bin/python}"; [ -x "$PY" ] || PY=python3
-DEEPSPEED="${DEEPSPEED:-$(dirname "$PY")/deepspeed}"; [ -x "$DEEPSPEED" ] || DEEPSPEED=deepspeed
+source "$(dirname "${BASH_SOURCE[0]}")/_launch_env.sh"
 
 PRESET="${PRESET:-mglm}"
 : "${DATA:?set DATA to a store made by tools/preprocess_data.py}"
 SAVE="${SAVE:-checkpoints/mglm}"
-MP_SIZE="${MP_SIZE:-1}"
-NUM_NODES="${NUM_NODES:-1}"
-MASTER_PORT="${MASTER_PORT:-$(( 20000 + RANDOM % 20000 ))}"
-if [ -z "${NUM_GPUS:-}" ]; then
-  NUM_GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count() or 1)')
-fi
 
 case "$PRESET" in
   mglm)
@@ -44,14 +35,6 @@ case "$PRESET" in
 esac
 
 OBJECTIVE=(--bert-prob 0.5 --gap-sentence-prob 0.3 --avg-block-length 3 --gpt-min-ratio 0.25 --dataset-temperature 0.3)
-TOK=(); [ -n "${TOKENIZER:-}" ] && TOK=(--tokenizer-model "$TOKENIZER")
-HOST=(); [ -n "${HOSTFILE:-}" ] && HOST=(--hostfile "$HOSTFILE")
-
-if ! "$PY" -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-  # CPU: the launcher sets no thread count, and N ranks x all cores oversubscribe the machine.
-  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / NUM_GPUS > 0 ? $(nproc) / NUM_GPUS : 1 ))}"
-  export DS_ACCELERATOR=cpu
-fi
 
 set -x
 exec "$DEEPSPEED" --num_nodes "$NUM_NODES" --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" "${HOST[@]}" \

@@ -83,6 +83,21 @@ def check_label(label: str, labels: Sequence[str], where: str) -> str:
     return label
 
 
+def fit_parts(parts: list[tuple[list[int], bool]], budget: int, what: str) -> list[tuple[list[int], bool]]:
+    """Shorten ``(token ids, shortenable)`` parts in place until their total length is at most ``budget``:
+    one token at a time from the end of the currently longest shortenable part (GLM's PVP truncation,
+    reference 1.7). ``what`` names the input in the error raised when the fixed parts alone do not fit."""
+    total = sum(len(t) for t, _ in parts)
+    while total > budget:
+        lens = [len(t) if short else -1 for t, short in parts]
+        j = max(range(len(parts)), key=lambda i: lens[i])
+        if lens[j] <= 0:
+            raise ValueError(f"{what}: the fixed parts alone need {total} tokens, more than the {budget} available")
+        parts[j][0].pop()
+        total -= 1
+    return parts
+
+
 # ------------------------------------------------------------------------------------------ batching
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """A seeded permutation of ``range(n)``, a pure function of (seed, epoch)."""
@@ -183,25 +198,28 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
 
 
 # ------------------------------------------------------------------------------------------ metrics
-def language_scores(preds: dict[str, list[str]], golds: dict[str, list[str | None]],
-                    metric: Callable[[Sequence[Any], Sequence[Any]], float], name: str) -> dict[str, Any]:
-    """``{lang: {name: score}}`` for every labelled language, plus ``avg`` (unweighted mean over languages,
-    XTREME) and ``pooled`` (all examples together, as mGLM reports). Unlabelled languages are left out."""
+def language_scores(preds: dict[str, list[Any]], examples: dict[str, list[Any]],
+                    metrics: Callable[[Sequence[Any], Sequence[Any]], dict[str, float]],
+                    has_gold: Callable[[Sequence[Any]], bool]) -> dict[str, Any]:
+    """``{lang: {metric: score}}`` for every labelled language, plus ``avg`` (unweighted mean over languages,
+    XTREME) and ``pooled`` (all examples together, as mGLM reports). ``metrics(preds, examples)`` returns
+    every metric of one list; unlabelled languages (``has_gold`` false) are left out."""
     per: dict[str, dict[str, float]] = {}
-    pooled_p: list[str] = []
-    pooled_g: list[str] = []
+    pooled_p: list[Any] = []
+    pooled_e: list[Any] = []
     for lang in preds:
-        g = golds[lang]
-        if not g or any(x is None for x in g):
+        ex = examples[lang]
+        if not ex or not has_gold(ex):
             continue
-        per[lang] = {name: metric(preds[lang], g)}
+        per[lang] = dict(metrics(preds[lang], ex))
         pooled_p += preds[lang]
-        pooled_g += g  # type: ignore[arg-type]
+        pooled_e += ex
     if not per:
         return {}
     out: dict[str, Any] = dict(per)
-    out["avg"] = {name: sum(v[name] for v in per.values()) / len(per)}
-    out["pooled"] = {name: metric(pooled_p, pooled_g)}
+    names = list(next(iter(per.values())))
+    out["avg"] = {m: sum(v[m] for v in per.values()) / len(per) for m in names}
+    out["pooled"] = dict(metrics(pooled_p, pooled_e))
     return out
 
 
@@ -216,44 +234,70 @@ def selection_key(select_on: str) -> str:
     return {"all": "pooled"}.get(key, key)
 
 
-def format_table(title: str, scores: dict[str, Any], metric: str) -> str:
-    """A readable two-row table: languages, then scores (avg and pooled last)."""
+def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str]) -> str:
+    """A readable table: languages across (avg and pooled last), one row per metric."""
     if not scores:
         return f"{title}: no labelled examples"
     keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in ("avg", "pooled") if k in scores]
     width = max(7, *(len(k) + 1 for k in keys))
-    head = f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)
-    row = f"{metric:<14}" + "".join(f"{scores[k][metric]:>{width}.2f}" for k in keys)
-    return head + "\n" + row
+    lines = [f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)]
+    for m in metrics:
+        lines.append(f"{m:<14}" + "".join(f"{scores[k][m]:>{width}.2f}" for k in keys))
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------- interface
 class Task:
     """What a finetuning task supplies to ``finetune_glm.py``; one instance per run.
 
-    Subclasses set the class attributes and implement the readers; a task family (e.g.
-    ``tasks.classification.ClozeClassificationTask``) implements ``encode``/``collate``/``loss``/``predict``.
+    Subclasses set the class attributes and implement the readers; a task family
+    (``tasks.classification.ClozeClassificationTask``, ``tasks.seq2seq.GenerationTask``) implements
+    ``encode``/``collate``/``loss``/``predict``.
+
+    Examples and samples. ``read_split`` gives examples (any frozen dataclass with ``uid`` and ``lang``;
+    ``Example`` for sentence pairs). The model sees samples (dicts): by default one per example
+    (``encode``); a task whose examples do not fit one input (QA contexts cut into windows) overrides
+    ``train_samples`` / ``eval_samples`` and ``aggregate``, which turns the per-sample predictions back
+    into one prediction per example. Metrics are computed per example: every question of a QA set stays in
+    the denominator whatever happened to its windows.
     """
 
     name: str = ""
     languages: tuple[str, ...] = ()  # every language the benchmark defines
     train_language: str = "en"  # zero-shot transfer: train on this language only
-    metric_name: str = "accuracy"
+    metric_name: str = "accuracy"  # the metric model selection uses
+    metric_names: tuple[str, ...] = ("accuracy",)  # every metric reported (metric_name among them)
     default_pattern_id: int = 0
 
-    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None):
+    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
+        """``options``: the run's ``FinetuneArgs`` (generation lengths, beams, ...); None in unit tests."""
         self.tokenizer = tokenizer
         self.seq_length = seq_length
         self.pattern_id = self.default_pattern_id if pattern_id is None else pattern_id
+        self.options = options
 
     # data -------------------------------------------------------------------------------------
-    def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Example]]:
+    def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Any]]:
         """``{lang: examples}`` of ``split`` (train | dev | test). ``languages=None``: every language whose
         file is present (train: the train language); an explicit list makes a missing file an error."""
         raise NotImplementedError
 
-    def encode(self, example: Example) -> dict[str, Any]:
+    def encode(self, example: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def train_samples(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
+        """Training samples of the training examples (default: one ``encode`` each)."""
+        return [self.encode(e) for e in examples]
+
+    def eval_samples(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
+        """Evaluation samples of one language's examples (default: one ``encode`` each)."""
+        return [self.encode(e) for e in examples]
+
+    def aggregate(self, examples: Sequence[Any], samples: Sequence[dict[str, Any]],
+                  sample_preds: Sequence[Any]) -> list[Any]:
+        """One prediction per example from the per-sample predictions (default: they are the same)."""
+        assert len(sample_preds) == len(examples), (len(sample_preds), len(examples))
+        return list(sample_preds)
 
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
@@ -263,11 +307,31 @@ class Task:
         """Scalar training loss of one collated micro-batch (already on the device)."""
         raise NotImplementedError
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[str]:
-        """Predicted label strings of one collated batch (already on the device)."""
+    def predict(self, engine, batch: dict[str, Any], ps) -> list[Any]:
+        """Predictions (picklable) of one collated batch (already on the device), one per sample."""
         raise NotImplementedError
+
+    # metrics ----------------------------------------------------------------------------------
+    def gold(self, example: Any) -> Any:
+        return example.label
+
+    def has_gold(self, examples: Sequence[Any]) -> bool:
+        """Whether a language's examples can be scored (XTREME test files carry no labels)."""
+        return all(self.gold(e) is not None for e in examples)
 
     def metric(self, preds: Sequence[Any], golds: Sequence[Any]) -> float:
         from tasks.metrics import accuracy
 
         return accuracy(preds, golds)
+
+    def metrics(self, preds: Sequence[Any], examples: Sequence[Any]) -> dict[str, float]:
+        """Every reported metric (``metric_names``) of one list of predictions against its examples."""
+        return {self.metric_name: self.metric(preds, [self.gold(e) for e in examples])}
+
+    def prediction_records(self, examples: Sequence[Any], preds: Sequence[Any]) -> list[dict[str, Any]]:
+        """Rows of ``predictions/<task>-<split>-<lang>.jsonl``."""
+        return [{"idx": e.uid, "label": p} for e, p in zip(examples, preds, strict=True)]
+
+    def write_extra_predictions(self, folder: Path, split: str, lang: str, examples: Sequence[Any],
+                                preds: Sequence[Any]) -> None:
+        """Task-specific files next to the JSONL predictions (e.g. the official ``{qid: answer}`` JSON)."""

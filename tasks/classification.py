@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from tasks.base import Example, Task, check_label, read_tsv
+from tasks.base import Example, Task, check_label, fit_parts, read_tsv
 
 MASK = object()  # the blank's place in a pattern
 
@@ -81,8 +81,8 @@ class ClozeClassificationTask(Task):
     labels: tuple[str, ...] = ()
     verbalizers: dict[str, str] = {}
 
-    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None):
-        super().__init__(tokenizer, seq_length, pattern_id)
+    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
+        super().__init__(tokenizer, seq_length, pattern_id, options)
         self.check_pattern_id(self.pattern_id)
         ids = []
         for label in self.labels:
@@ -115,15 +115,8 @@ class ClozeClassificationTask(Task):
         tok = self.tokenizer
         parts = [([tok.mask_id] if p is MASK else tok.encode(p), short) for p, short in self.pattern(example)]
         assert sum(1 for p, _ in self.pattern(example) if p is MASK) == 1, "a pattern needs exactly one [MASK]"
-        total = sum(len(t) for t, _ in parts) + 3
-        while total > self.seq_length:
-            lens = [len(t) if short else -1 for t, short in parts]
-            j = max(range(len(parts)), key=lambda i: lens[i])
-            if lens[j] <= 0:
-                raise ValueError(f"{example.source}: the pattern of task {self.name} alone needs {total} tokens; "
-                                 f"--seq-length {self.seq_length} is too short")
-            parts[j][0].pop()
-            total -= 1
+        # [CLS] ... <eos> <sop> take 3 of the --seq-length positions.
+        fit_parts(parts, self.seq_length - 3, f"{example.source}: task {self.name} with --seq-length {self.seq_length}")
         ids = [tok.cls_id]
         for t, _ in parts:
             ids.extend(t)

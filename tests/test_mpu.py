@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mpu import ColumnParallelLinear, ParallelState, RowParallelLinear, VocabParallelEmbedding
-from mpu.cross_entropy import vocab_parallel_cross_entropy
+from mpu.cross_entropy import vocab_parallel_cross_entropy, vocab_parallel_smoothed_cross_entropy
 from mpu.mappings import (
     copy_to_tensor_parallel_region,
     gather_from_tensor_parallel_region,
@@ -112,6 +112,16 @@ def _parity_checks(state: ParallelState) -> dict[str, float]:
     (loss_p * g).sum().backward()
     errs["ce_fwd"] = _err(loss_p, loss_d)
     errs["ce_grad"] = _err(lp.grad, ld.grad.chunk(p, -1)[r])
+
+    # Label-smoothed: torch's label_smoothing is the same definition (mean over all V classes).
+    ld = logits.clone().requires_grad_()
+    lp = logits.chunk(p, -1)[r].clone().requires_grad_()
+    loss_d = F.cross_entropy(ld.view(-1, V), target.view(-1), reduction="none", label_smoothing=0.1).view(B, L)
+    loss_p = vocab_parallel_smoothed_cross_entropy(lp, target, 0.1, state)
+    (loss_d * g).sum().backward()
+    (loss_p * g).sum().backward()
+    errs["ce_smooth_fwd"] = _err(loss_p, loss_d)
+    errs["ce_smooth_grad"] = _err(lp.grad, ld.grad.chunk(p, -1)[r])
 
     # The four mappings: forward and backward against their definitions.
     full = torch.randn(B, 4 * p, generator=data)  # identical on every rank

@@ -179,7 +179,7 @@ def test_encoding_layout_and_truncation(tok):
     s2 = xnli(tok, seq_length=short_len + 1 + 10).encode(long)
     assert len(s2["input_ids"]) + 1 == short_len + 1 + 10
     assert s2["input_ids"][:12] == t.encode(long)["input_ids"][:12]  # the start of the premise is kept
-    with pytest.raises(ValueError, match=r"f:3: the pattern of task xnli alone needs \d+ tokens; --seq-length 20"):
+    with pytest.raises(ValueError, match=r"f:3: task xnli with --seq-length 20: the fixed parts alone need \d+ tokens"):
         xnli(tok, seq_length=20).encode(long)
 
 

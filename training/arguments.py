@@ -234,16 +234,20 @@ def _same(a, b) -> bool:
     return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)))
 
 
+def _deepspeed_json(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """With ``--deepspeed_config``: the values the JSON sets (checked against the flags) and the JSON itself."""
+    if not (ns.deepspeed or ns.deepspeed_config):
+        return {}, None
+    if not ns.deepspeed_config:
+        raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
+    ns.deepspeed = True
+    return merge_deepspeed_config(ns, ns.deepspeed_config)
+
+
 def parse_pretrain_args(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> PretrainConfig:
     parser = parser or build_parser()
     ns = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    ds = None
-    if ns.deepspeed or ns.deepspeed_config:
-        if not ns.deepspeed_config:
-            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
-        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
-        ns.deepspeed = True
+    overrides, ds = _deepspeed_json(ns)
     cfg = PretrainConfig(
         model=_take(ModelArgs, ns), data=_take(DataArgs, ns),
         optim=_take(OptimArgs, ns, overrides), train=_take(TrainArgs, ns, overrides), ds_config=ds,
@@ -300,7 +304,16 @@ class FinetuneArgs:
     select_on: str = "en-dev"  # model selection: <lang>-dev | avg-dev | all-dev (pooled, mGLM)
     languages: tuple[str, ...] = ()  # dev/test languages; default every language present in --data-dir
     overwrite: bool = False  # replace an existing results.json
+    eval_limit: int | None = None  # smoke runs: only the first N dev/test examples of each language
     num_workers: int = 0
+    # Generation tasks (QA, summarization): --seq-length is the source length.
+    tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
+    out_seq_length: int | None = None  # most tokens generated at evaluation (default: --tgt-seq-length)
+    min_tgt_length: int = 0  # the end token is banned before this many tokens
+    num_beams: int = 1  # beam search when > 1, else greedy
+    length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
+    no_repeat_ngram_size: int = 0
+    label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
 
 
 @dataclass(frozen=True)
@@ -323,12 +336,20 @@ class FinetuneConfig:
 
 
 _HELP.update({
-    "task": "task name (tasks/registry.py): xnli, pawsx",
+    "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh",
     "data_dir": "the task's data folder (official distribution or XTREME layout)",
     "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
     "select_on": "model selection: <lang>-dev (default en-dev), avg-dev, all-dev (pooled over languages, mGLM)",
     "languages": "dev/test languages (default: every language present)",
     "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
+    "eval_limit": "smoke runs: score only the first N dev/test examples of each language (results say so)",
+    "tgt_seq_length": "generation tasks: training targets are cut to this many tokens, end token included",
+    "out_seq_length": "generation tasks: most tokens generated at evaluation (default --tgt-seq-length)",
+    "min_tgt_length": "generation tasks: the end token is banned before this many generated tokens",
+    "num_beams": "generation tasks: beam search with this many beams (1 = greedy)",
+    "length_penalty": "generation tasks: beam score = sum of log-probs / length**length_penalty",
+    "no_repeat_ngram_size": "generation tasks: never repeat an n-gram of this size in one output",
+    "label_smoothing": "generation tasks: label smoothing eps of the token cross entropy",
 })
 
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
@@ -348,13 +369,7 @@ def build_finetune_parser() -> argparse.ArgumentParser:
 def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
     ns = build_finetune_parser().parse_args(argv)
     given = tuple(k for k, v in vars(ns).items() if v is not None and v is not False)
-    overrides: dict[str, Any] = {}
-    ds = None
-    if ns.deepspeed or ns.deepspeed_config:
-        if not ns.deepspeed_config:
-            raise ValueError("--deepspeed needs --deepspeed_config FILE.json")
-        overrides, ds = merge_deepspeed_config(ns, ns.deepspeed_config)
-        ns.deepspeed = True
+    overrides, ds = _deepspeed_json(ns)
     for k, v in _FINETUNE_DEFAULTS.items():
         if getattr(ns, k) is None and k not in overrides:
             setattr(ns, k, v)
@@ -385,4 +400,14 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--eval-epoch {f.eval_epoch}: expected >= 1")
     if f.eval_batch_size is not None and f.eval_batch_size < 1:
         raise ValueError(f"--eval-batch-size {f.eval_batch_size}: expected >= 1")
+    if f.eval_limit is not None and f.eval_limit < 1:
+        raise ValueError(f"--eval-limit {f.eval_limit}: expected >= 1")
+    if f.tgt_seq_length < 2:
+        raise ValueError(f"--tgt-seq-length {f.tgt_seq_length}: expected >= 2 (a token and the end token)")
+    if f.out_seq_length is not None and f.out_seq_length < 1:
+        raise ValueError(f"--out-seq-length {f.out_seq_length}: expected >= 1")
+    if not 0.0 <= f.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing {f.label_smoothing}: expected a value in [0, 1)")
+    if f.num_beams < 1 or f.no_repeat_ngram_size < 0 or f.min_tgt_length < 0:
+        raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
     validate(cfg.as_pretrain())

@@ -2,8 +2,8 @@
 
 Launchers pass the rendezvous through the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``, ``MASTER_PORT``); the old ``--local_rank`` flag of the deepspeed launcher is accepted too.
-A plain ``python pretrain_glm.py`` gets a one-process group on a free local port, so the same code path
-(and the same checkpoints) serve a laptop and a cluster. The backend is NCCL when CUDA is available and
+A plain ``python pretrain_glm.py`` gets a one-process group on an in-memory store (no port), so the same
+code path (and the same checkpoints) serve a laptop and a cluster. The backend is NCCL when CUDA is available and
 gloo otherwise.
 """
 
@@ -78,6 +78,44 @@ def init_distributed(local_rank: int | None = None, backend: str | None = None, 
         else:
             dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), dev)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every entry point starts with: the process group, the TP x DP layout and the rank-0 logger."""
+
+    info: DistInfo
+    ps: object  # mpu.initialize.ParallelState
+    log: object  # logging.Logger
+
+
+def start_run(train_args, what: str) -> RunContext:
+    """Common start of ``pretrain_glm.py`` / ``finetune_glm.py``: ``init_distributed``, TP x DP groups
+    (``--model-parallel-size`` must divide the world size), the logger and one line describing the run,
+    and the seeds (torch, numpy, and the model-parallel RNG tracker: dropout differs across TP ranks)."""
+    import numpy as np
+
+    from mpu.initialize import ParallelState
+    from mpu.random import model_parallel_seed
+    from training.logging import get_logger
+
+    t = train_args
+    info = init_distributed(t.local_rank, device=t.device)
+    try:
+        if info.world_size % t.model_parallel_size:
+            raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size "
+                             f"{info.world_size}")
+        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
+    except BaseException:
+        shutdown()
+        raise
+    log = get_logger(info.rank)
+    log.info(f"{what}: world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend {info.backend}, "
+             f"device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
+    torch.manual_seed(t.seed)
+    np.random.seed(t.seed)
+    model_parallel_seed(t.seed, ps)
+    return RunContext(info, ps, log)
 
 
 def skip_deepspeed_shm_build() -> None:

@@ -1,0 +1,130 @@
+"""Generation tasks (QA as generation, summarization): a source with one ``[sMASK]`` blank, the answer or
+summary generated into it, as Multilingual-GLM finetunes them (reference 1.8 / 1.9).
+
+Training input of a sample with source ``s`` (``n`` tokens, blank at ``p``) and target ``t`` (``T`` tokens, the
+last one ``<eop>``)::
+
+    tokens      s_0 ... s_{n-1}   <sop>  t_1 ... t_{T-1}       sep = n (the source is bidirectional)
+    positions   0   ...   n-1       p     p  ...   p
+    block pos   0   ...   0         1     2  ...   T
+    labels      -   ...   -        t_1   t_2 ...   t_T  (= <eop>)
+
+so the loss is the token cross entropy of the target given the source, averaged over every target token
+of the micro-batch (``--label-smoothing`` eps: ``(1 - eps) CE + eps mean_v(-log p_v)``). Rows are
+right-padded after their target: padding sits in the causal part behind every real token, so no real
+token attends to it (the reference pads the source instead and attends to the padding; we do not).
+
+Evaluation decodes the blank with ``model.generation.generate_blank`` (key/value cache; beam search when
+``--num-beams > 1``, with ``--length-penalty``, ``--no-repeat-ngram-size``, ``--min-tgt-length``,
+``--out-seq-length``). A sample's prediction is ``(text, score)``; ``aggregate`` turns those into one
+prediction per example (QA: over the windows of a question).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from tasks.base import Task
+
+
+class GenerationTask(Task):
+    """Sources with one blank and generated targets. Subclasses implement ``source_parts`` and
+    ``target_text`` (and usually ``aggregate`` / ``metrics``)."""
+
+    metric_name = "rouge-l"
+    metric_names: tuple[str, ...] = ("rouge-l",)
+
+    def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
+        from model.generation import GenerationConfig, SpecialTokens
+
+        super().__init__(tokenizer, seq_length, pattern_id, options)
+        o = options
+        self.tgt_length = o.tgt_seq_length if o is not None else 64
+        self.label_smoothing = o.label_smoothing if o is not None else 0.0
+        self.generation = GenerationConfig(
+            max_new_tokens=(o.out_seq_length or o.tgt_seq_length) if o is not None else self.tgt_length,
+            min_new_tokens=o.min_tgt_length if o is not None else 0,
+            num_beams=o.num_beams if o is not None else 1,
+            length_penalty=o.length_penalty if o is not None else 0.0,
+            no_repeat_ngram_size=o.no_repeat_ngram_size if o is not None else 0,
+        ).validate()
+        self.special = SpecialTokens.from_tokenizer(tokenizer)
+
+    # encoding -------------------------------------------------------------------------------------
+    def source_ids(self, example: Any) -> list[int]:
+        """The source token ids, ``[CLS]`` first, exactly one ``[sMASK]``, at most ``seq_length`` tokens."""
+        raise NotImplementedError
+
+    def target_text(self, example: Any) -> str | None:
+        """The training target (None: nothing to learn from this example)."""
+        raise NotImplementedError
+
+    def target_ids(self, text: str) -> list[int]:
+        """``encode(" " + text)`` cut to ``tgt_seq_length - 1`` tokens, then ``<eop>`` (reference 1.8)."""
+        return self.tokenizer.encode(" " + text.strip())[: self.tgt_length - 1] + [self.tokenizer.eop_id]
+
+    def make_sample(self, source: list[int], target: str | None, example_index: int) -> dict[str, Any]:
+        masks = [i for i, t in enumerate(source) if t == self.tokenizer.smask_id]
+        assert len(masks) == 1, f"a source needs exactly one [sMASK], found {len(masks)}"
+        return {"source": source, "mask_pos": masks[0],
+                "target": self.target_ids(target) if target is not None else [], "example": example_index}
+
+    def encode(self, example: Any, example_index: int = 0) -> dict[str, Any]:
+        return self.make_sample(self.source_ids(example), self.target_text(example), example_index)
+
+    def train_samples(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
+        return [self.encode(e, i) for i, e in enumerate(examples) if self.target_text(e) is not None]
+
+    def eval_samples(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
+        return [self.make_sample(self.source_ids(e), None, i) for i, e in enumerate(examples)]
+
+    def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Training layout of the module docstring, right-padded to the longest row; the raw sources and
+        blank positions ride along for ``predict``."""
+        tok = self.tokenizer
+        B = len(samples)
+        L = max(len(s["source"]) + max(len(s["target"]), 1) for s in samples)
+        ids = torch.full((B, L), tok.pad_id, dtype=torch.long)
+        labels = torch.full((B, L), -100, dtype=torch.long)
+        pos = torch.zeros(B, 2, L, dtype=torch.long)
+        sep = torch.empty(B, dtype=torch.long)
+        for b, s in enumerate(samples):
+            src, tgt, n = s["source"], s["target"], len(s["source"])
+            ids[b, :n] = torch.tensor(src)
+            pos[b, 0, :n] = torch.arange(n)
+            sep[b] = n
+            if tgt:
+                T = len(tgt)
+                ids[b, n:n + T] = torch.tensor([tok.sop_id, *tgt[:-1]])
+                labels[b, n:n + T] = torch.tensor(tgt)
+                pos[b, 0, n:n + T] = s["mask_pos"]
+                pos[b, 1, n:n + T] = torch.arange(1, T + 1)
+            pos[b, 0, n + len(tgt):] = n - 1  # padding: any valid position (nothing real attends to it)
+        return {"text": ids, "position_id": pos, "attention_mask": sep, "labels": labels,
+                "sources": [s["source"] for s in samples], "mask_positions": [s["mask_pos"] for s in samples]}
+
+    # model --------------------------------------------------------------------------------------
+    def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
+        from mpu.cross_entropy import vocab_parallel_smoothed_cross_entropy
+
+        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"])  # [B, L, V/p]
+        labels = batch["labels"]  # [B, L], -100 off target
+        mask = labels >= 0
+        per_token = vocab_parallel_smoothed_cross_entropy(logits.float(), labels.clamp(min=0),
+                                                          self.label_smoothing, ps)  # [B, L]
+        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+    def predict(self, engine, batch: dict[str, Any], ps) -> list[tuple[str, float]]:
+        """``(generated text, score)`` per sample (beam score: sum log p / len**length_penalty)."""
+        from model.generation import blank_layout, generate_blank
+
+        model = getattr(engine, "module", engine)
+        layouts = [blank_layout(src, [], self.special.sop_id) for src in batch["sources"]]
+        results = generate_blank(model, self.special, layouts, batch["mask_positions"], self.generation)
+        return [(self.tokenizer.decode(r[0].tokens).strip(), float(r[0].score)) for r in results]
+
+    def prediction_records(self, examples: Sequence[Any], preds: Sequence[Any]) -> list[dict[str, Any]]:
+        return [{"idx": e.uid, "prediction": p, "gold": self.gold(e)} for e, p in zip(examples, preds, strict=True)]
