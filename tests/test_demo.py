@@ -10,9 +10,17 @@ from conftest import SAMPLE_TOKENIZER
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_short(tmp_path, capfd):
-    from tools.demo import main
+def test_demo_end_to_end_short(tmp_path, capfd, monkeypatch):
+    import logging
 
+    import torch
+
+    from tools.demo import main
+    from training.logging import LOGGER_NAME
+
+    # The project logger's handler holds the sys.stdout of the test that first made it (pytest swaps
+    # sys.stdout per test): start with none, so the demo's log lines reach this test's capture.
+    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "handlers", [])
     out = tmp_path / "demo"
     r = main(["--out", str(out), "--pretrain-iters", "4", "--finetune-epochs", "1"])
     printed = capfd.readouterr()
@@ -25,6 +33,14 @@ def test_demo_end_to_end_short(tmp_path, capfd):
     pre = out / "pretrain"
     assert (pre / "latest").read_text().strip() == "global_step4"
     assert f"initialised weights from {pre / 'global_step4'}" in text
+    # ... independently: 2 Adam steps at lr <= 1e-4 move each weight by < 1e-3 from the pretrained value
+    # (a fresh initialisation, std 0.02, would differ by ~0.05)
+    ft_dir = out / "finetune-xnli" / (out / "finetune-xnli" / "latest").read_text().strip()
+    a = torch.load(pre / "global_step4" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    b = torch.load(ft_dir / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    a, b = a["module"], b["module"]
+    assert set(a) == set(b)
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 1e-3
     ft = r["finetune_xnli"]
     results = json.loads((out / "finetune-xnli" / "results.json").read_text())
     assert ft["results"] == str(out / "finetune-xnli" / "results.json")
