@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.qa import QAExample, QATask, first_file, read_squad_file
+from tasks.qa import QAExample, QATask, read_squad_file
 
 NAMES = {"arabic": "ar", "bengali": "bn", "english": "en", "finnish": "fi", "indonesian": "id", "korean": "ko",
          "russian": "ru", "swahili": "sw", "telugu": "te"}
