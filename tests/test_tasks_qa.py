@@ -287,3 +287,36 @@ def test_mglm_metric_is_reported_when_a_transliterator_is_available():
     m = task.metrics(["Cat!", NA], exs)
     # official: "cat" == "cat" -> 1; N/A is written as "" -> 0 against "na". mGLM: same for a; raw "N/A" == "N/A".
     assert m["exact_match"] == 50.0 and m["mglm_exact_match"] == 100.0 and m["mglm_f1"] == 100.0
+
+
+@pytest.mark.slow
+def test_launchers_build_mglm_recipe_that_parses(tmp_path):
+    """scripts/finetune_{xquad,mlqa,tydiqa}.sh: the deepspeed command carries the task, its JSON and mGLM's
+    decoding settings, passes extra flags through, and finetune_glm's parser accepts it (JSON and flags agree)."""
+    import os
+    import subprocess
+    import sys
+
+    from training.arguments import parse_finetune_args
+
+    fake = tmp_path / "deepspeed"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    e = dict(os.environ, DEEPSPEED=str(fake), CHECKPOINT=str(tmp_path), DATA=str(TASKS / "squad"), NUM_GPUS="1",
+             PY=sys.executable, SAVE=str(tmp_path / "s"), PYTHONPATH=str(REPO))
+    for task, beams, epochs in (("xquad", "20", "10"), ("mlqa", "5", "10"), ("tydiqa", "5", "40")):
+        p = subprocess.run(["bash", f"scripts/finetune_{task}.sh", "--qa-aggregate", "first"], cwd=REPO, env=e,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.split()
+        assert out[out.index("--task") + 1] == task
+        assert out[out.index("--deepspeed_config") + 1] == f"config/tasks/{task}.json"
+        assert out[out.index("--num-beams") + 1] == beams and out[out.index("--epochs") + 1] == epochs
+        assert out[-2:] == ["--qa-aggregate", "first"]
+        args = out[out.index("finetune_glm.py") + 1:]
+        args = [a for a in args if a not in ("--checkpoint-activations",)]
+        args += ["--tokenizer-model", str(SAMPLE_TOKENIZER)]
+        cfg = parse_finetune_args(args)
+        f, o = cfg.finetune, cfg.optim
+        assert (f.seq_length, f.tgt_seq_length, f.label_smoothing, f.qa_aggregate) == (512, 64, 0.1, "first")
+        assert (o.lr, o.weight_decay, o.adam_beta2, cfg.train.batch_size, cfg.train.fp16) == (1e-5, 0.01, 0.95, 2, True)
