@@ -11,6 +11,9 @@ import importlib
 TASKS: dict[str, str] = {
     "xnli": "tasks.xnli:XNLI",
     "pawsx": "tasks.pawsx:PAWSX",
+    "xquad": "tasks.xquad:XQuAD",
+    "mlqa": "tasks.mlqa:MLQA",
+    "tydiqa": "tasks.tydiqa:TyDiQA",
 }
 
 

@@ -314,6 +314,10 @@ class FinetuneArgs:
     length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
     no_repeat_ngram_size: int = 0
     label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
+    # Extractive QA as generation (xquad, mlqa, tydiqa; tasks/qa.py).
+    qa_stride: int | None = None  # context window stride in tokens (default --seq-length // 2)
+    qa_na_train: str = "keep"  # training windows without the answer (target "N/A"): keep | drop (mGLM: drop)
+    qa_aggregate: str = "best"  # answer per question: best (highest score) | first (mGLM) non-N/A window
 
 
 @dataclass(frozen=True)
@@ -350,6 +354,11 @@ _HELP.update({
     "length_penalty": "generation tasks: beam score = sum of log-probs / length**length_penalty",
     "no_repeat_ngram_size": "generation tasks: never repeat an n-gram of this size in one output",
     "label_smoothing": "generation tasks: label smoothing eps of the token cross entropy",
+    "qa_stride": "QA: stride of the context windows in tokens (default --seq-length // 2; capped at the window)",
+    "qa_na_train": "QA: training windows without the answer (target N/A): keep (default) or drop (mGLM "
+                   "for xquad/mlqa)",
+    "qa_aggregate": "QA: answer of a question = the non-N/A window output with the best score (best, default) "
+                    "or the first one (first, mGLM)",
 })
 
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
@@ -410,4 +419,10 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--label-smoothing {f.label_smoothing}: expected a value in [0, 1)")
     if f.num_beams < 1 or f.no_repeat_ngram_size < 0 or f.min_tgt_length < 0:
         raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
+    if f.qa_stride is not None and f.qa_stride < 1:
+        raise ValueError(f"--qa-stride {f.qa_stride}: expected >= 1")
+    if f.qa_na_train not in ("keep", "drop"):
+        raise ValueError(f"--qa-na-train {f.qa_na_train!r}: expected keep or drop")
+    if f.qa_aggregate not in ("best", "first"):
+        raise ValueError(f"--qa-aggregate {f.qa_aggregate!r}: expected best or first")
     validate(cfg.as_pretrain())
