@@ -11,6 +11,8 @@ import importlib
 TASKS: dict[str, str] = {
     "xnli": "tasks.xnli:XNLI",
     "pawsx": "tasks.pawsx:PAWSX",
+    "ncls": "tasks.ncls:NCLS",
+    "scisummnet_zh": "tasks.scisummnet_zh:ScisummNetZh",
 }
 
 

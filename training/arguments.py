@@ -309,6 +309,8 @@ class FinetuneArgs:
     length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
     no_repeat_ngram_size: int = 0
     label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
+    rouge_tokenization: str | None = None  # primary ROUGE: char | word | mglm (default: by target language)
+    ncls_direction: str | None = None  # ncls: en2zh | zh2en (default: from the files in --data-dir)
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,10 @@ _HELP.update({
     "length_penalty": "generation tasks: beam score = sum of log-probs / length**length_penalty",
     "no_repeat_ngram_size": "generation tasks: never repeat an n-gram of this size in one output",
     "label_smoothing": "generation tasks: label smoothing eps of the token cross entropy",
+    "rouge_tokenization": "summarization: the tokenisation of the unsuffixed rouge-1/2/l (char | word | mglm = "
+                          "tokenizer ids); default char for Chinese summaries, word otherwise; every one is "
+                          "also reported as rouge-*_<tokenisation>",
+    "ncls_direction": "ncls: en2zh or zh2en (default: the direction of the files in --data-dir)",
 })
 
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
@@ -377,6 +383,12 @@ def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
         params = ds["optimizer"].setdefault("params", {})
         for k, key in (("lr", "lr"), ("weight_decay", "weight_decay"), ("adam_eps", "eps")):
             params.setdefault(key, getattr(ns, k))
+    if ns.task:  # the task's own defaults (e.g. NCLS decoding) for finetuning flags not given
+        from tasks import registry
+
+        for k, v in getattr(registry.get(ns.task), "flag_defaults", {}).items():
+            if getattr(ns, k) is None:
+                setattr(ns, k, v)
     if ns.train_iters is None:
         ns.train_iters = 1  # placeholder: epochs x steps per epoch, known once the data is read
     cfg = FinetuneConfig(model=_take(ModelArgs, ns), optim=_take(OptimArgs, ns, overrides),
@@ -408,4 +420,8 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--label-smoothing {f.label_smoothing}: expected a value in [0, 1)")
     if f.num_beams < 1 or f.no_repeat_ngram_size < 0 or f.min_tgt_length < 0:
         raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
+    if f.rouge_tokenization is not None and f.rouge_tokenization not in ("char", "word", "mglm"):
+        raise ValueError(f"--rouge-tokenization {f.rouge_tokenization!r}: expected char, word or mglm")
+    if f.ncls_direction is not None and f.ncls_direction not in ("en2zh", "zh2en"):
+        raise ValueError(f"--ncls-direction {f.ncls_direction!r}: expected en2zh or zh2en")
     validate(cfg.as_pretrain())
