@@ -295,8 +295,8 @@ def summary_rouge(predictions: Sequence[str], references: Sequence[str], primary
 
 
 def one_line(text: str) -> str:
-    """A text as one line of a .pred.txt / .ref.txt file."""
-    return " ".join(text.split())
+    """A text as one line of a .pred.txt / .ref.txt file: line breaks become spaces, nothing else changes."""
+    return " ".join(text.splitlines())
 
 
 # ------------------------------------------------------------------------------------------ task
