@@ -182,5 +182,7 @@ def test_cli_one_line_error_and_launcher_passthrough(setup, tmp_path):
         assert out[out.index("--load-pretrained") + 1] == str(ck)
     p = subprocess.run([PY, "finetune_glm.py", "--task", "nope", "--data-dir", str(tmp_path)], cwd=REPO, env=env(),
                        capture_output=True, text=True, timeout=60)
+    from tasks.registry import TASKS
+
     assert p.returncode == 2 and p.stderr.strip().splitlines() == [
-        "finetune_glm.py: error: --task 'nope': unknown task; expected one of pawsx, xnli"]
+        f"finetune_glm.py: error: --task 'nope': unknown task; expected one of {', '.join(sorted(TASKS))}"]

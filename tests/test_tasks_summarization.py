@@ -306,3 +306,29 @@ def test_finetune_end_to_end(tmp_path, one_thread, layout, direction, n_dev):
     preds = (pred_dir / f"ncls-dev-{direction}.pred.txt").read_text(encoding="utf-8").splitlines()
     refs = (pred_dir / f"ncls-dev-{direction}.ref.txt").read_text(encoding="utf-8").splitlines()
     assert rouge_scores(preds, refs, primary)["rouge-l"] == pytest.approx(r["dev"][direction]["rouge-l"])
+
+
+def test_launcher_script(tmp_path):
+    """scripts/finetune_ncls.sh: the deepspeed command with the NCLS recipe, extra flags appended."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "deepspeed"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    e = dict(os.environ, DEEPSPEED=str(fake), CHECKPOINT="ck", DATA=str(RAW), NUM_GPUS="1", PY=sys.executable,
+             SAVE=str(tmp_path / "s"), CUDA_VISIBLE_DEVICES="")
+    p = subprocess.run(["bash", "scripts/finetune_ncls.sh", "--num-beams", "3"], cwd=REPO, env=e,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.split()
+    assert out[out.index("--task") + 1] == "ncls" and out[out.index("--deepspeed_config") + 1] == "config/tasks/ncls.json"
+    for flag, value in (("--seq-length", "768"), ("--tgt-seq-length", "160"), ("--min-tgt-length", "100"),
+                        ("--length-penalty", "0.7"), ("--no-repeat-ngram-size", "3"), ("--label-smoothing", "0.1")):
+        assert out[out.index(flag) + 1] == value
+    assert out[-2:] == ["--num-beams", "3"]
+    # the recipe parses (the JSON agrees with the flags)
+    i = out.index("finetune_glm.py")
+    cfg = parse_finetune_args([a for a in out[i + 1:] if a != "--fp16"])
+    assert cfg.finetune.num_beams == 3 and cfg.optim.lr == 5e-5 and cfg.train.batch_size == 8
