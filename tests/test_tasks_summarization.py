@@ -267,11 +267,11 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _finetune(data: Path, save: Path, *extra: str) -> dict:
+def _finetune(data: Path, save: Path, *extra: str, task: str = "ncls") -> dict:
     import finetune_glm
 
     return finetune_glm.main([
-        "--task", "ncls", "--data-dir", str(data), "--tokenizer-model", str(SAMPLE_TOKENIZER),
+        "--task", task, "--data-dir", str(data), "--tokenizer-model", str(SAMPLE_TOKENIZER),
         "--model-config", str(REPO / "config/model/glm-tiny.json"), "--hidden-dropout", "0",
         "--attention-dropout", "0", "--epochs", "12", "--eval-epoch", "12", "--batch-size", "4", "--lr", "3e-3",
         "--seq-length", "80", "--tgt-seq-length", "40", "--out-seq-length", "12", "--min-tgt-length", "2",
@@ -306,6 +306,16 @@ def test_finetune_end_to_end(tmp_path, one_thread, layout, direction, n_dev):
     preds = (pred_dir / f"ncls-dev-{direction}.pred.txt").read_text(encoding="utf-8").splitlines()
     refs = (pred_dir / f"ncls-dev-{direction}.ref.txt").read_text(encoding="utf-8").splitlines()
     assert rouge_scores(preds, refs, primary)["rouge-l"] == pytest.approx(r["dev"][direction]["rouge-l"])
+
+
+@pytest.mark.slow
+def test_scisummnet_zh_end_to_end(tmp_path, one_thread, sample_tokenizer):
+    save = tmp_path / "sci"
+    r = _finetune(SCI, save, "--epochs", "4", "--eval-epoch", "4", task="scisummnet_zh")
+    assert r["task"] == "scisummnet_zh" and list(r["dev"]) == ["en2zh", "avg", "pooled"]
+    assert r["dev"]["en2zh"]["rouge-l"] == r["dev"]["en2zh"]["rouge-l_char"]
+    refs = (save / "predictions" / "scisummnet_zh-test-en2zh.ref.txt").read_text(encoding="utf-8").splitlines()
+    assert refs == [e.summary for e in ScisummNetZh(sample_tokenizer, 8).read_split(SCI, "test", None)["en2zh"]]
 
 
 def test_launcher_script(tmp_path):
