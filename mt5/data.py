@@ -19,11 +19,11 @@ The prompt of the target language is appended to the source text (``" 中文摘�
 
 from __future__ import annotations
 
-import csv
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+
+from tasks.summarization import read_csv_columns
 
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " Please summarize in English:"})
 
@@ -116,20 +116,8 @@ def _clean(text: str) -> str:
 
 
 def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path} (check --data-dir)")
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole papers in one cell exceed csv's 128 KiB default
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
-        rows = []
-        for lineno, row in enumerate(reader, 2):
-            if any(row.get(c) is None for c in columns):
-                raise ValueError(f"{path}:{lineno}: row has fewer fields than the header")
-            rows.append(row)
-    return rows
+    """Rows of a CSV with a header (the reader shared with the GLM summarization tasks)."""
+    return [row for _, row in read_csv_columns(path, columns)]
 
 
 def read_scisummnet(data_dir: Path, lang: str, split: str) -> list[Example]:

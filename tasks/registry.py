@@ -14,6 +14,8 @@ TASKS: dict[str, str] = {
     "xquad": "tasks.xquad:XQuAD",
     "mlqa": "tasks.mlqa:MLQA",
     "tydiqa": "tasks.tydiqa:TyDiQA",
+    "ncls": "tasks.ncls:NCLS",
+    "scisummnet_zh": "tasks.scisummnet_zh:ScisummNetZh",
 }
 
 

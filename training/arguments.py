@@ -318,6 +318,8 @@ class FinetuneArgs:
     qa_stride: int | None = None  # context window stride in tokens (default --seq-length // 2)
     qa_na_train: str = "keep"  # training windows without the answer (target "N/A"): keep | drop (mGLM: drop)
     qa_aggregate: str = "best"  # answer per question: best (highest score) | first (mGLM) non-N/A window
+    rouge_tokenization: str | None = None  # primary ROUGE: char | word | mglm (default: by target language)
+    ncls_direction: str | None = None  # ncls: en2zh | zh2en (default: from the files in --data-dir)
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,10 @@ _HELP.update({
                    "for xquad/mlqa)",
     "qa_aggregate": "QA: answer of a question = the non-N/A window output with the best score (best, default) "
                     "or the first one (first, mGLM)",
+    "rouge_tokenization": "summarization: the tokenisation of the unsuffixed rouge-1/2/l (char | word | mglm = "
+                          "tokenizer ids); default char for Chinese summaries, word otherwise; every one is "
+                          "also reported as rouge-*_<tokenisation>",
+    "ncls_direction": "ncls: en2zh or zh2en (default: the direction of the files in --data-dir)",
 })
 
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
@@ -386,6 +392,12 @@ def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
         params = ds["optimizer"].setdefault("params", {})
         for k, key in (("lr", "lr"), ("weight_decay", "weight_decay"), ("adam_eps", "eps")):
             params.setdefault(key, getattr(ns, k))
+    if ns.task:  # the task's own defaults (e.g. NCLS decoding) for finetuning flags not given
+        from tasks import registry
+
+        for k, v in getattr(registry.get(ns.task), "flag_defaults", {}).items():
+            if getattr(ns, k) is None:
+                setattr(ns, k, v)
     if ns.train_iters is None:
         ns.train_iters = 1  # placeholder: epochs x steps per epoch, known once the data is read
     cfg = FinetuneConfig(model=_take(ModelArgs, ns), optim=_take(OptimArgs, ns, overrides),
@@ -398,7 +410,9 @@ def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
 def validate_finetune(cfg: FinetuneConfig) -> None:
     f = cfg.finetune
     if not f.task:
-        raise ValueError("--task NAME is required (xnli, pawsx)")
+        from tasks.registry import TASKS
+
+        raise ValueError(f"--task NAME is required (one of {', '.join(TASKS)})")
     if not f.data_dir:
         raise ValueError("--data-dir DIR is required (the task's data folder)")
     if not os.path.isdir(f.data_dir):
@@ -425,4 +439,8 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--qa-na-train {f.qa_na_train!r}: expected keep or drop")
     if f.qa_aggregate not in ("best", "first"):
         raise ValueError(f"--qa-aggregate {f.qa_aggregate!r}: expected best or first")
+    if f.rouge_tokenization is not None and f.rouge_tokenization not in ("char", "word", "mglm"):
+        raise ValueError(f"--rouge-tokenization {f.rouge_tokenization!r}: expected char, word or mglm")
+    if f.ncls_direction is not None and f.ncls_direction not in ("en2zh", "zh2en"):
+        raise ValueError(f"--ncls-direction {f.ncls_direction!r}: expected en2zh or zh2en")
     validate(cfg.as_pretrain())
