@@ -25,9 +25,9 @@ they draw nothing from the generator, so the stream is the same as without them)
 
 * ``short_seq_prob``: with this probability per batch every sample is cut into
   ``k = (seq_length - 1) // target_length`` random sub-sequences, ``target_length`` uniform in
-  ``[lo, seq_length - 1)`` with ``lo = min(32, (seq_length - 1) // 2)`` (GLM's 32 for ``seq_length >= 65``;
-  below that half the range, so tiny test sequences still split; ``target_length = 1`` when the range is
-  empty). A cut starts at a random token and moves left to the nearest sentence start (after a
+  ``[lo, seq_length - 1)`` with ``lo = min(32, (seq_length - 1) // 4)`` (GLM's 32 for ``seq_length >= 129``;
+  below that a quarter of the sequence, so tiny test sequences still split into a few pieces;
+  ``target_length = 1`` when the range is empty). A cut starts at a random token and moves left to the nearest sentence start (after a
   sentence end, eos or ``[CLS]``; never on eos / ``[CLS]``), ends ``target_length`` later and moves left to
   the nearest sentence end or eos unless that leaves fewer than ``target_length // 2`` tokens. Each piece is
   re-prefixed with ``[CLS]`` (loss mask 0), so the batch grows to ``k * B`` rows (as in GLM).
@@ -94,11 +94,12 @@ class BlankInfillingConfig:
 def short_seq_target_range(seq_length: int) -> tuple[int, int]:
     """``[lo, hi)`` of the short-sequence ``target_length`` for a pretraining length ``seq_length``.
 
-    GLM: ``[32, seq_length - 1)``. For ``seq_length < 65`` the lower bound is ``(seq_length - 1) // 2`` so the
-    range keeps half its width; an empty range (``seq_length <= 2``) gives ``[1, 2)``.
+    GLM: ``[32, seq_length - 1)``. For ``seq_length < 129`` the lower bound is ``(seq_length - 1) // 4``: tiny
+    test / CPU sequences still split into up to ~4 pieces, none shorter than a quarter of the sequence (a fixed 32
+    would leave an empty or one-value range there); an empty range (``seq_length <= 2``) gives ``[1, 2)``.
     """
     hi = seq_length - 1
-    lo = max(1, min(32, hi // 2))
+    lo = max(1, min(32, hi // 4))
     return (lo, hi) if lo < hi else (1, 2)
 
 

@@ -308,15 +308,16 @@ def test_short_seq_target_range():
     from data_utils.blank_infilling import short_seq_target_range
 
     assert short_seq_target_range(512) == (32, 511)  # GLM's randrange(32, seq_len - 1)
-    assert short_seq_target_range(65) == (32, 64)
-    assert short_seq_target_range(64) == (31, 63)  # tiny sequences: half the range
-    assert short_seq_target_range(21) == (10, 20)
+    assert short_seq_target_range(129) == (32, 128)
+    assert short_seq_target_range(128) == (31, 127)  # shorter sequences: a quarter of the sequence
+    assert short_seq_target_range(64) == (15, 63)
+    assert short_seq_target_range(21) == (5, 20)
     assert short_seq_target_range(4) == (1, 3)
     assert short_seq_target_range(3) == (1, 2)
 
 
 def test_split_samples_hand_worked():
-    # seq_length 21: target in [10, 20); drawn 10 -> 20 // 10 = 2 pieces per sample.
+    # seq_length 21: target in [5, 20); drawn 10 -> 20 // 10 = 2 pieces per sample.
     col = make_full_collator(short_seq_prob=1.0, seq_length=21)
     body = [11, 12, 13, 5, 14, 15, 16, 17, 18, 19, 20, 21, 5, 22, 23, 24, 25, 26, 27, 28]  # ends at 3 and 12
     s1 = {"text": np.array([CLS] + body), "loss_mask": np.arange(21)}

@@ -122,7 +122,7 @@ _HELP = {
     "block_mask_prob": "bert objective: each Part-B input span token becomes [dBLOCK] with this probability "
                        "(> 0 builds the tokenizer with [dBLOCK] at N+10, recorded in checkpoints; mGLM 0.1)",
     "short_seq_prob": "per batch: cut every sample into (seq_length-1)//t [CLS]-prefixed pieces, t uniform in "
-                      "[32, seq_length-1); the batch grows by that factor (mGLM 0.02)",
+                      "[min(32, (seq_length-1)//4), seq_length-1); the batch grows by that factor (mGLM 0.02)",
     "single_span_prob": "per batch: the bert objective with a single Poisson-length span per sample",
     "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
     "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
