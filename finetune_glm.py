@@ -102,7 +102,8 @@ def run(cfg: FinetuneConfig) -> dict:
             raise ValueError("--tokenizer-model FILE.model is required (the checkpoint records none)")
         if not Path(tok_path).is_file():
             raise FileNotFoundError(f"--tokenizer-model {tok_path}: file not found")
-        tok = GLMTokenizer(tok_path)
+        # A checkpoint pretrained with --block-mask-prob > 0 has [dBLOCK] at N+10: rebuild the same tokenizer.
+        tok = GLMTokenizer(tok_path, add_dblock=bool((pre_meta or {}).get("tokenizer_add_dblock", False)))
         vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
         if t.load_pretrained and not t.load:  # the most basic mismatch first, before any tensor is loaded
             rows = checkpoint_vocab_rows(t.load_pretrained, pre_meta)

@@ -144,7 +144,10 @@ def run(cfg: PretrainConfig) -> dict:
     try:
 
         # Tokenizer, data -------------------------------------------------------------------------
-        tok = GLMTokenizer(resolve_tokenizer_path(cfg))
+        # [dBLOCK] (N+10) exists only when the objective uses it; it can change the padded vocabulary, so
+        # checkpoints record it and finetuning / generation rebuild the same tokenizer.
+        add_dblock = d.block_mask_prob > 0
+        tok = GLMTokenizer(resolve_tokenizer_path(cfg), add_dblock=add_dblock)
         vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
         stores = {}
         for root in d.train_data:
@@ -164,7 +167,9 @@ def run(cfg: PretrainConfig) -> dict:
         collator = BlankInfillingCollator.from_tokenizer(
             BlankInfillingConfig(bert_prob=d.bert_prob, gap_sentence_prob=d.gap_sentence_prob,
                                  avg_block_length=d.avg_block_length, gpt_min_ratio=d.gpt_min_ratio,
-                                 gpt_infill_prob=d.gpt_infill_prob), tok, ends)
+                                 gpt_infill_prob=d.gpt_infill_prob, block_mask_prob=d.block_mask_prob,
+                                 short_seq_prob=d.short_seq_prob, single_span_prob=d.single_span_prob,
+                                 seq_length=d.seq_length), tok, ends)
 
         # Model, engine ---------------------------------------------------------------------------
         model_config = build_model_config(cfg, vocab)
@@ -184,7 +189,8 @@ def run(cfg: PretrainConfig) -> dict:
         # Resume / pretrained ---------------------------------------------------------------------
         state = LoopState()
         meta_base = {"config": cfg.to_dict(), "model_config": model_config.to_dict(), "tp_size": ps.tp_size,
-                     "dp_size": ps.dp_size, "tokenizer": tok.model_path, "seed": t.seed}
+                     "dp_size": ps.dp_size, "tokenizer": tok.model_path,
+                     "tokenizer_add_dblock": add_dblock, "seed": t.seed}
         if t.load:
             load_dir, tag = ckpt.resolve(t.load)
             meta = ckpt.read_meta(load_dir, tag)

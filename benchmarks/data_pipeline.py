@@ -88,6 +88,23 @@ def main(argv: list[str] | None = None) -> dict:
             dt = time.perf_counter() - t0
             coll[mode or "mixed"] = round(n / dt)
         result[f"collator_samples_per_s_seq{a.seq_length}"] = coll
+        # The mGLM recipe's extra options (block mask 0.1, short sequences 0.02) against none, same samples and
+        # generators, plus short sequences on every batch (the split's own cost; output rows grow).
+        tok_d = GLMTokenizer(tok_path, add_dblock=True)
+        variants = {"options_off": BlankInfillingConfig(),
+                    "mglm_options": BlankInfillingConfig(block_mask_prob=0.1, short_seq_prob=0.02,
+                                                         seq_length=a.seq_length),
+                    "short_seq_every_batch": BlankInfillingConfig(short_seq_prob=1.0, seq_length=a.seq_length)}
+        opt = {}
+        for name, cfg in variants.items():
+            c = BlankInfillingCollator.from_tokenizer(cfg, tok_d, ends)
+            rng = np.random.default_rng(0)
+            t0 = time.perf_counter()
+            for b in range(a.batches):
+                c.collate_numpy(samples[b * a.batch_size : (b + 1) * a.batch_size], rng)
+            opt[name] = round(n / (time.perf_counter() - t0))
+        opt["ratio_mglm_options_vs_off"] = round(opt["mglm_options"] / opt["options_off"], 3)
+        result[f"collator_options_samples_per_s_seq{a.seq_length}"] = opt
         result["collator_target_samples_per_s"] = 600
         shutil.rmtree(tmp / "in")
     print(json.dumps(result, indent=2))

@@ -20,6 +20,23 @@ so a sample grows by 2 tokens per span. In gpt suffix mode the sequence is ``src
 targets ``src [gMASK] tgt`` (no ``[eop]``: the target ends with the document's eos), positions ``0..|src|``
 then ``|src|`` repeated, block positions 0 on ``src``, then 0 (``[gMASK]``), 1 (``[sop]``), 2, ...
 
+Three options of the reference change a batch before / while building it (all off by default; when off
+they draw nothing from the generator, so the stream is the same as without them):
+
+* ``short_seq_prob``: with this probability per batch every sample is cut into
+  ``k = (seq_length - 1) // target_length`` random sub-sequences, ``target_length`` uniform in
+  ``[lo, seq_length - 1)`` with ``lo = min(32, (seq_length - 1) // 4)`` (GLM's 32 for ``seq_length >= 129``;
+  below that a quarter of the sequence, so tiny test sequences still split into a few pieces;
+  ``target_length = 1`` when the range is empty). A cut starts at a random token and moves left to the nearest sentence start (after a
+  sentence end, eos or ``[CLS]``; never on eos / ``[CLS]``), ends ``target_length`` later and moves left to
+  the nearest sentence end or eos unless that leaves fewer than ``target_length // 2`` tokens. Each piece is
+  re-prefixed with ``[CLS]`` (loss mask 0), so the batch grows to ``k * B`` rows (as in GLM).
+* ``single_span_prob``: with this probability per batch the objective is ``bert`` with one Poisson-length
+  span per sample (instead of spans covering ``bert_ratio``).
+* ``block_mask_prob``: in ``bert`` mode each Part-B *input* span token (not ``[sop]``, never a target) is
+  replaced by ``[dBLOCK]`` with this probability (GLM drew these from the unseeded global ``random``; here
+  they come from the batch generator, so batches stay reproducible).
+
 The batch is right-padded with zeros (tokens, targets, loss mask, positions) to the longest sample, or to a
 multiple of ``pad_to_multiple``. Every random choice uses the generator passed in.
 
@@ -53,10 +70,14 @@ class BlankInfillingConfig:
     shuffle_blocks: bool = True
     block_position_encoding: bool = True
     pad_to_multiple: int | None = None
+    block_mask_prob: float = 0.0  # Part-B input span tokens -> [dBLOCK] (bert mode)
+    short_seq_prob: float = 0.0  # per batch: cut every sample into shorter [CLS]-prefixed pieces
+    single_span_prob: float = 0.0  # per batch: bert mode with one span per sample
+    seq_length: int | None = None  # the pretraining sequence length (short_seq); default: longest sample
 
     def __post_init__(self):
         for name in ("bert_prob", "gap_sentence_prob", "bert_ratio", "gap_sentence_ratio", "gpt_infill_prob",
-                     "gpt_min_ratio"):
+                     "gpt_min_ratio", "block_mask_prob", "short_seq_prob", "single_span_prob"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -66,6 +87,20 @@ class BlankInfillingConfig:
             raise ValueError("avg_block_length must be > 0 and max_block_length >= 2")
         if self.pad_to_multiple is not None and self.pad_to_multiple < 1:
             raise ValueError(f"pad_to_multiple must be >= 1, got {self.pad_to_multiple}")
+        if self.seq_length is not None and self.seq_length < 3:
+            raise ValueError(f"seq_length must be >= 3 ([CLS] and at least two tokens), got {self.seq_length}")
+
+
+def short_seq_target_range(seq_length: int) -> tuple[int, int]:
+    """``[lo, hi)`` of the short-sequence ``target_length`` for a pretraining length ``seq_length``.
+
+    GLM: ``[32, seq_length - 1)``. For ``seq_length < 129`` the lower bound is ``(seq_length - 1) // 4``: tiny
+    test / CPU sequences still split into up to ~4 pieces, none shorter than a quarter of the sequence (a fixed 32
+    would leave an empty or one-value range there); an empty range (``seq_length <= 2``) gives ``[1, 2)``.
+    """
+    hi = seq_length - 1
+    lo = max(1, min(32, hi // 4))
+    return (lo, hi) if lo < hi else (1, 2)
 
 
 def poisson_span_probs(lam: float, max_block_length: int = 40) -> np.ndarray:
@@ -84,10 +119,14 @@ def make_block_data(
     eop_id: int,
     order: Sequence[int] | None = None,
     block_position_encoding: bool = True,
+    input_mask: np.ndarray | None = None,
+    input_mask_id: int | None = None,
 ) -> dict[str, np.ndarray | int]:
     """Build one sample's Part A + Part B from sorted disjoint ``spans`` ([start, end) into ``tokens``).
 
     ``order`` is the Part-B order of the spans (indices into ``spans``; default: by position).
+    ``input_mask`` (bool [sum of span lengths], in Part-B order) replaces those Part-B *input* span tokens by
+    ``input_mask_id`` (``[dBLOCK]``); ``[sop]`` and the targets are never replaced.
     Returns ``text``, ``target``, ``loss_mask`` (int64 [m]), ``position_id`` (int64 [2, m]) and ``sep`` (int),
     with ``m = n + 2 * len(spans)``.
     """
@@ -125,6 +164,11 @@ def make_block_data(
     offset = np.arange(total) - seg_begin  # 0 at [sop], 1..L on the span tokens
     src = np.repeat(o_starts, seg) + offset  # index of the token at this offset; invalid at offset 0 / L
     b_in = np.where(offset == 0, sop_id, tokens[np.minimum(src - 1, n - 1)])
+    if input_mask is not None:
+        input_mask = np.asarray(input_mask, dtype=bool)
+        is_span = offset > 0  # span-input slots, in Part-B order
+        assert len(input_mask) == int(is_span.sum()) and input_mask_id is not None, (len(input_mask), o_lens)
+        b_in[np.flatnonzero(is_span)[input_mask]] = input_mask_id
     last = offset == np.repeat(o_lens, seg)
     b_tgt = np.where(last, eop_id, tokens[np.minimum(src, n - 1)])
     b_pos = np.repeat(pos[o_starts], seg)
@@ -160,14 +204,19 @@ class BlankInfillingCollator:
 
     Args:
         config: objective mixture and span settings.
-        ids: token ids: ``cls eos mask smask gmask sop eop`` (``from_tokenizer`` reads them from a GLMTokenizer).
+        ids: token ids: ``cls eos mask smask gmask sop eop`` (``from_tokenizer`` reads them from a GLMTokenizer);
+            ``dblock_id`` is required when ``config.block_mask_prob > 0``.
         sentence_end: ``tokens -> bool [n]`` (``sentence_end.SentenceEnds``).
     """
 
     def __init__(self, config: BlankInfillingConfig, *, cls_id: int, eos_id: int, mask_id: int, smask_id: int,
-                 gmask_id: int, sop_id: int, eop_id: int, sentence_end: Callable[[np.ndarray], np.ndarray]):
+                 gmask_id: int, sop_id: int, eop_id: int, sentence_end: Callable[[np.ndarray], np.ndarray],
+                 dblock_id: int | None = None):
+        if config.block_mask_prob > 0 and dblock_id is None:
+            raise ValueError(f"block_mask_prob = {config.block_mask_prob} needs the [dBLOCK] token id: build the "
+                             "tokenizer with GLMTokenizer(path, add_dblock=True) and pass dblock_id")
         self.config = config
-        self.cls_id, self.eos_id = cls_id, eos_id
+        self.cls_id, self.eos_id, self.dblock_id = cls_id, eos_id, dblock_id
         self.mask_id, self.smask_id, self.gmask_id = mask_id, smask_id, gmask_id
         self.sop_id, self.eop_id = sop_id, eop_id
         self.sentence_end = sentence_end
@@ -182,9 +231,13 @@ class BlankInfillingCollator:
             from data_utils.sentence_end import SentenceEnds
 
             sentence_end = SentenceEnds(tokenizer)
+        try:
+            dblock_id = tokenizer.get_command("dBLOCK").id
+        except ValueError:  # built without add_dblock
+            dblock_id = None
         return cls(config, cls_id=tokenizer.cls_id, eos_id=tokenizer.eos_id, mask_id=tokenizer.mask_id,
                    smask_id=tokenizer.smask_id, gmask_id=tokenizer.gmask_id, sop_id=tokenizer.sop_id,
-                   eop_id=tokenizer.eop_id, sentence_end=sentence_end)
+                   eop_id=tokenizer.eop_id, sentence_end=sentence_end, dblock_id=dblock_id)
 
     # ------------------------------------------------------------------------------ public API
     def __call__(self, samples: Sequence[dict], rng: np.random.Generator | int, mode: str | None = None) -> dict:
@@ -197,19 +250,29 @@ class BlankInfillingCollator:
         return out
 
     def collate_numpy(self, samples: Sequence[dict], rng: np.random.Generator | int, mode: str | None = None) -> dict:
+        """Samples -> numpy batch. Draw order: short-seq split, single span, objective, then per sample.
+
+        ``mode`` forces the objective; a forced ``bert`` still honours ``single_span_prob``.
+        """
         if not isinstance(rng, np.random.Generator):
             rng = np.random.default_rng(rng)
         if not samples:
             raise ValueError("empty batch")
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         cfg = self.config
+        # Each option draws only when it is on, so a config without them gives the same stream as before.
+        if cfg.short_seq_prob > 0 and rng.random() < cfg.short_seq_prob:
+            samples = self.split_samples(samples, rng)
+        single_span = False
+        if cfg.single_span_prob > 0 and mode in (None, "bert") and rng.random() < cfg.single_span_prob:
+            single_span, mode = True, "bert"
         if mode is None:
             r = rng.random()
             mode = "bert" if r < cfg.bert_prob else "sentence" if r < cfg.bert_prob + cfg.gap_sentence_prob else "gpt"
-        elif mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         texts = [np.asarray(s["text"], dtype=np.int64) for s in samples]
         if mode == "bert":
-            outs = [self.bert_sample(t, rng) for t in texts]
+            outs = [self.bert_sample(t, rng, single_span) for t in texts]
         elif mode == "sentence":
             outs = [self.sentence_sample(t, rng) for t in texts]
         else:
@@ -242,12 +305,59 @@ class BlankInfillingCollator:
         return {"text": text, "target": target, "loss_mask": loss, "position_id": pos, "attention_mask": sep,
                 "mode": mode}
 
+    # ------------------------------------------------------------------------------ short sequences
+    def split_samples(self, samples: Sequence[dict], rng: np.random.Generator) -> list[dict]:
+        """GLM's ``split_samples``: every sample -> ``(seq_length - 1) // target_length`` random pieces, each a
+        contiguous slice of the sample after its leading ``[CLS]``, snapped to sentence boundaries (module
+        docstring) and re-prefixed with ``[CLS]`` (loss mask 0). Samples are visited in order, pieces of one
+        sample are consecutive rows."""
+        seq_len = self.config.seq_length or max(len(s["text"]) for s in samples)
+        lo, hi = short_seq_target_range(seq_len)
+        target = int(rng.integers(lo, hi))
+        pieces = max(1, (seq_len - 1) // target)
+        out = []
+        for sample in samples:
+            text = np.asarray(sample["text"], dtype=np.int64)
+            loss = np.asarray(sample["loss_mask"], dtype=np.int64)
+            skip = 1 if len(text) and text[0] == self.cls_id else 0
+            body, body_loss = text[skip:], loss[skip:]
+            n = len(body)
+            is_eos, is_cls = body == self.eos_id, body == self.cls_id
+            sent_end = np.asarray(self.sentence_end(body), dtype=bool)
+            # A piece may start after a sentence end / eos / [CLS] (never on eos or [CLS]) and end after a
+            # sentence end or eos. Position 0 is always a start (GLM's walk stops there).
+            start_ok = np.concatenate([[True], (sent_end | is_eos | is_cls)[:-1]]) & ~is_eos & ~is_cls
+            start_ok[:1] = True
+            starts = np.flatnonzero(start_ok)
+            ends = np.flatnonzero(sent_end | is_eos) + 1  # exclusive piece ends at a boundary
+            for _ in range(pieces):
+                if target >= n:
+                    b, e = 0, n
+                else:
+                    r = int(rng.integers(0, n - target))
+                    b = int(starts[np.searchsorted(starts, r, side="right") - 1])
+                    j = int(np.searchsorted(ends, b + target, side="right")) - 1  # last boundary <= b + target
+                    e = int(ends[j]) if j >= 0 and ends[j] > b else b
+                    if e - b < target // 2:
+                        e = b + target
+                out.append({"text": np.concatenate([[self.cls_id], body[b:e]]),
+                            "loss_mask": np.concatenate([[0], body_loss[b:e]])})
+        return out
+
     # ------------------------------------------------------------------------------ objectives
-    def block_data(self, tokens: np.ndarray, spans, mask_id: int, rng: np.random.Generator) -> dict:
+    def block_data(self, tokens: np.ndarray, spans, mask_id: int, rng: np.random.Generator,
+                   block_mask: bool = False) -> dict:
+        """Part A / Part B for ``spans``; ``block_mask``: replace Part-B input span tokens by [dBLOCK] with
+        probability ``block_mask_prob`` (one uniform draw per span token, in Part-B order)."""
         k = len(spans)
         order = rng.permutation(k) if self.config.shuffle_blocks else None
+        input_mask = None
+        p = self.config.block_mask_prob
+        if block_mask and p > 0 and k:
+            n_span_tokens = sum(e - s for s, e in spans)
+            input_mask = rng.random(n_span_tokens) < p
         return make_block_data(tokens, spans, mask_id, self.sop_id, self.eop_id, order,
-                               self.config.block_position_encoding)
+                               self.config.block_position_encoding, input_mask, self.dblock_id)
 
     def span_lengths(self, target: int, rng: np.random.Generator) -> np.ndarray:
         """Poisson span lengths drawn until their sum reaches ``target`` (GLM draws at least until >= target)."""
@@ -263,11 +373,15 @@ class BlankInfillingCollator:
         stop = int(np.searchsorted(np.cumsum(lengths), target, side="left")) + 1
         return lengths[:stop]
 
-    def bert_sample(self, tokens: np.ndarray, rng: np.random.Generator) -> dict:
+    def bert_sample(self, tokens: np.ndarray, rng: np.random.Generator, single_span: bool = False) -> dict:
+        """Token spans: Poisson lengths covering ``bert_ratio`` of the sample, or one Poisson length."""
         n = len(tokens)
-        lengths = self.span_lengths(max(int(self.config.bert_ratio * n), 1), rng)
+        if single_span:
+            lengths = np.searchsorted(self._span_cdf, rng.random(1), side="right") + 1
+        else:
+            lengths = self.span_lengths(max(int(self.config.bert_ratio * n), 1), rng)
         spans = self.place_spans(tokens, lengths, rng)
-        return self.block_data(tokens, spans, self.mask_id, rng)
+        return self.block_data(tokens, spans, self.mask_id, rng, block_mask=True)
 
     def place_spans(self, tokens: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
         """GLM's ``sample_span_in_document``: shuffled lengths, given to documents shortest first; each but the

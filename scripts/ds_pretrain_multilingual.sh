@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Multilingual GLM pretraining under the deepspeed launcher: the mGLM recipe (objective mix 0.5/0.3/0.2,
+# [dBLOCK] on 10% of the span inputs, 2% short-sequence batches,
 # lr 1e-4 from the DeepSpeed JSON, language temperature 0.3, linear decay to 0.1 lr at 400k of 500k steps).
 #
 #   DATA=stores/mglm SAVE=checkpoints/mglm bash scripts/ds_pretrain_multilingual.sh            # one node, all GPUs
@@ -34,7 +35,10 @@ case "$PRESET" in
   *) echo "unknown PRESET=$PRESET (mglm | cpu-tiny | cpu-small)" >&2; exit 2 ;;
 esac
 
-OBJECTIVE=(--bert-prob 0.5 --gap-sentence-prob 0.3 --avg-block-length 3 --gpt-min-ratio 0.25 --dataset-temperature 0.3)
+# mGLM's objective (config/ds_multi_blockta_large.sh); every preset uses it. --block-mask-prob > 0 adds [dBLOCK]
+# to the tokenizer (recorded in the checkpoint).
+OBJECTIVE=(--bert-prob 0.5 --gap-sentence-prob 0.3 --avg-block-length 3 --gpt-min-ratio 0.25
+           --block-mask-prob 0.1 --short-seq-prob 0.02 --dataset-temperature 0.3)
 
 set -x
 exec "$DEEPSPEED" --num_nodes "$NUM_NODES" --num_gpus "$NUM_GPUS" --master_port "$MASTER_PORT" "${HOST[@]}" \

@@ -6,6 +6,7 @@ The runs are tiny (glm-tiny, seq 64) but real: the deepspeed launcher / torchrun
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -268,3 +269,52 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(store, tmp_path):
              "--load", str(save)])
     assert f"resumed from {save / ('global_step' + str(r['step']))}" in p.stdout
     assert results(save)["step"] == r["step"] + 2
+
+
+# ------------------------------------------------------------------ block mask / short seq / single span
+@pytest.mark.slow
+def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeypatch):
+    """A few in-process steps with all three options on: batches with more rows than --batch-size train with
+    the loss a mean over loss tokens, and the checkpoint records the [dBLOCK] tokenizer."""
+    import torch.nn.functional as F
+
+    import generate_samples
+    import model.glm as glm
+    import pretrain_glm
+    from data_utils.tokenizer import GLMTokenizer
+
+    rows, real_loss = [], glm.glm_lm_loss
+
+    def checked_loss(logits, target, loss_mask, ps=None):
+        loss = real_loss(logits, target, loss_mask, ps)
+        # Independent reference (TP 1: full vocabulary): token cross entropy averaged over loss tokens.
+        with torch.no_grad():
+            ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+            m = loss_mask.flatten().float()
+            assert abs(float(loss.detach()) - float((ce * m).sum() / m.sum())) < 1e-4
+        rows.append(logits.shape[0])
+        return loss
+
+    monkeypatch.setattr(glm, "glm_lm_loss", checked_loss)
+    save = tmp_path / "ck"
+    r = pretrain_glm.main(common(store, save, iters=6, lr_decay_iters=6) + [
+        "--batch-size", "4", "--no-tensorboard", "--block-mask-prob", "0.5", "--short-seq-prob", "1.0",
+        "--single-span-prob", "0.3"])
+    assert r["step"] == 6 and all(math.isfinite(x) for x in r["train_losses"])
+    assert all(n % 4 == 0 for n in rows) and max(rows) > 4, rows  # short-seq batches grew
+    meta = json.loads((save / "global_step6" / "meta.json").read_text())
+    assert meta["tokenizer_add_dblock"] is True
+    tok = GLMTokenizer(meta["tokenizer"], add_dblock=True)
+    assert meta["model_config"]["vocab_size"] == tok.padded_vocab_size(128, 1) and len(tok) == tok.num_text_tokens + 11
+    # generation from this checkpoint rebuilds the same tokenizer
+    a = generate_samples.build_parser().parse_args(["--load", str(save)])
+    assert generate_samples._resolve_sources(a)[3] is True
+
+
+def test_error_probability_out_of_range(store, tmp_path):
+    from training.arguments import parse_pretrain_args
+
+    with pytest.raises(ValueError, match=r"--short-seq-prob 1.5: expected a probability in \[0, 1\]"):
+        parse_pretrain_args(common(store, tmp_path / "x") + ["--short-seq-prob", "1.5"])
+    with pytest.raises(ValueError, match="--block-mask-prob -0.1"):
+        parse_pretrain_args(common(store, tmp_path / "x") + ["--block-mask-prob", "-0.1"])

@@ -41,6 +41,9 @@ class DataArgs:
     avg_block_length: float = 3.0
     gpt_min_ratio: float = 0.25
     gpt_infill_prob: float = 0.5
+    block_mask_prob: float = 0.0  # mGLM recipe 0.1; > 0 adds [dBLOCK] to the tokenizer (N+10)
+    short_seq_prob: float = 0.0  # mGLM recipe 0.02
+    single_span_prob: float = 0.0
     dataset_temperature: float = 0.3
     num_workers: int = 1
     valid_fraction: float = 0.01  # documents held out for validation when --valid-data is not given
@@ -116,6 +119,11 @@ _HELP = {
     "bert_prob": "probability of the [MASK] span objective per batch",
     "gap_sentence_prob": "probability of the [sMASK] sentence objective per batch (rest: [gMASK])",
     "dataset_temperature": "language sampling p_i ~ n_i^T",
+    "block_mask_prob": "bert objective: each Part-B input span token becomes [dBLOCK] with this probability "
+                       "(> 0 builds the tokenizer with [dBLOCK] at N+10, recorded in checkpoints; mGLM 0.1)",
+    "short_seq_prob": "per batch: cut every sample into (seq_length-1)//t [CLS]-prefixed pieces, t uniform in "
+                      "[min(32, (seq_length-1)//4), seq_length-1); the batch grows by that factor (mGLM 0.02)",
+    "single_span_prob": "per batch: the bert objective with a single Poisson-length span per sample",
     "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
     "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
     "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint or a released .pt file",
@@ -268,6 +276,10 @@ def validate(cfg: PretrainConfig) -> None:
             raise ValueError(f"{_flag(name)} {getattr(t, name)}: expected >= 1")
     if d.bert_prob < 0 or d.gap_sentence_prob < 0 or d.bert_prob + d.gap_sentence_prob > 1:
         raise ValueError(f"--bert-prob {d.bert_prob} + --gap-sentence-prob {d.gap_sentence_prob} must be within [0, 1]")
+    for name in ("block_mask_prob", "short_seq_prob", "single_span_prob", "gpt_infill_prob", "gpt_min_ratio"):
+        v = getattr(d, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"{_flag(name)} {v}: expected a probability in [0, 1]")
     if d.seq_length < 8:
         raise ValueError(f"--seq-length {d.seq_length}: expected >= 8")
     if o.lr <= 0:
