@@ -1,6 +1,6 @@
 """Finetune (multilingual) GLM on a registered task and evaluate it per language.
 
-    python finetune_glm.py --task xnli --data-dir data/sample/tasks/xnli --load-pretrained CKPT --epochs 2
+    python finetune_glm.py --task xnli --data-dir data/sample/tasks/xnli/xtreme --load-pretrained CKPT --epochs 2
     deepspeed --num_gpus 8 finetune_glm.py --deepspeed --deepspeed_config config/tasks/xnli.json --task xnli ...
 
 Flow (as ``pretrain_glm.py``): config -> torch.distributed + TP/DP groups -> tokenizer -> task (readers,

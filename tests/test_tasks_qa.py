@@ -282,6 +282,46 @@ def test_finetune_end_to_end_and_official_scoring(tmp_path):
         torch.set_num_threads(n)
 
 
+@pytest.mark.slow
+def test_real_xquad_twelve_languages_end_to_end(tmp_path):
+    """finetune_glm on the real XQuAD files (all 12 languages, ../shared/data) with a tiny model: one epoch
+    on the SQuAD-format fixture, then every language's first questions are decoded window by window and
+    scored; each language's numbers equal the official SQuAD v1.1 script's on the questions scored."""
+    from tools.evaluate import main as evaluate
+
+    xquad = shared_path("xquad")
+    data = tmp_path / "data"
+    (data / "squad").mkdir(parents=True)
+    shutil.copy(TASKS / "squad" / "train-v1.1.json", data / "squad" / "train-v1.1.json")
+    (data / "xquad").symlink_to(xquad.resolve(), target_is_directory=True)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = _run("xquad", data, tmp_path / "xq", "--epochs", "1", "--eval-limit", "2", "--out-seq-length", "4")
+    finally:
+        torch.set_num_threads(n)
+    assert r["eval_limit"] == 2 and r["metric"] == "f1"
+    assert [k for k in r["dev"] if k not in ("avg", "pooled")] == XQUAD_LANGS
+    for lang in XQUAD_LANGS:
+        scores = r["dev"][lang]
+        assert 0.0 <= scores["exact_match"] <= scores["f1"] <= 100.0, (lang, scores)
+        # The official script on a dataset cut to the same first two questions (in file order).
+        full = json.loads((xquad / f"xquad.{lang}.json").read_text(encoding="utf-8"))
+        keep = set(_count_questions(xquad / f"xquad.{lang}.json")[:2])
+        for art in full["data"]:
+            for par in art["paragraphs"]:
+                par["qas"] = [qa for qa in par["qas"] if qa["id"] in keep]
+        cut = tmp_path / f"xquad.{lang}.first2.json"
+        cut.write_text(json.dumps(full), encoding="utf-8")
+        pred = tmp_path / "xq" / "predictions" / f"xquad-dev-{lang}.json"
+        assert set(json.loads(pred.read_text(encoding="utf-8"))) == keep
+        official = evaluate(["squad", str(cut), str(pred)])
+        assert official["exact_match"] == pytest.approx(scores["exact_match"], abs=1e-9), lang
+        assert official["f1"] == pytest.approx(scores["f1"], abs=1e-9), lang
+    mean_f1 = sum(r["dev"][lang]["f1"] for lang in XQUAD_LANGS) / 12
+    assert r["dev"]["avg"]["f1"] == pytest.approx(mean_f1)
+
+
 def test_mglm_metric_is_reported_when_a_transliterator_is_available():
     """With ``unidecode`` installed the task adds mGLM's metric; here a stand-in transliterator (identity) is
     injected, so only the normalisation order and the raw N/A handling are checked (values by hand)."""

@@ -18,11 +18,24 @@ from pathlib import Path
 LOGGER_NAME = "mglm"
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at emit time (not the one at creation): pytest's capture,
+    a notebook or a tool that redirects stdout after the logger was first made still sees the lines."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns it; the property always follows sys.stdout
+        pass
+
+
 def get_logger(rank: int = 0) -> logging.Logger:
     """The project logger; INFO on rank 0, WARNING elsewhere. Idempotent."""
     log = logging.getLogger(LOGGER_NAME)
     if not log.handlers:
-        h = logging.StreamHandler(sys.stdout)
+        h = _StdoutHandler()
         h.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
         log.addHandler(h)
         log.propagate = False

@@ -1,0 +1,38 @@
+"""Rank-0 logger and metrics writer."""
+
+import contextlib
+import io
+import json
+
+from training.logging import MetricsWriter, get_logger
+
+
+def test_logger_follows_stdout_redirection():
+    log = get_logger(0)  # created (or reused) before the redirection, as in a long-lived process
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        log.info("line for the redirected stream")
+    assert "line for the redirected stream" in buf.getvalue()
+
+
+def test_non_zero_rank_drops_info():
+    log = get_logger(3)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            log.info("hidden")
+            log.warning("shown")
+    finally:
+        get_logger(0)
+    assert "hidden" not in buf.getvalue() and "shown" in buf.getvalue()
+
+
+def test_metrics_jsonl_and_rank_gating(tmp_path):
+    w = MetricsWriter(tmp_path, rank=0, tensorboard=False)
+    w.scalars("train", {"loss": 1.5, "nan": float("nan"), "none": None}, step=3)
+    w.close()
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["group"] == "train" and rows[0]["step"] == 3 and rows[0]["loss"] == 1.5
+    assert "nan" not in rows[0] and "none" not in rows[0]  # non-finite values are not written as invalid JSON
+    MetricsWriter(tmp_path / "r1", rank=1, tensorboard=False).scalars("train", {"loss": 1.0}, step=1)
+    assert not (tmp_path / "r1").exists()
