@@ -61,6 +61,26 @@ def test_ncls_languages_and_cross_dataset_eval():
     assert len(train) == 7 and len(valid) == 10  # validation on the whole scisummnet file
 
 
+def test_ncls_release_files_give_the_csv_examples(tmp_path):
+    """Without the original's CSV, the NCLS release (EN2ZHSUM_*.txt, the GLM NCLS task's input) is read; the
+    two team-written fixtures hold the same 7 + 3 articles, so both layouts must give the same examples."""
+    (tmp_path / "ncls").symlink_to(FIXTURES / "ncls_raw", target_is_directory=True)
+    # The raw fixture's first article has curly quotes and an en dash around two extra words; the shared reader
+    # standardises the punctuation (mGLM's punctuation_standardization), as the GLM NCLS task sees it.
+    first = ("We present a new method for parsing sentences with neural networks. The parser reads words from left "
+             "to right and builds a tree with a {}stack. Experiments on the English treebank show higher accuracy "
+             "than earlier parsers.")
+    for subtask in ("sum2zh", "sum2en", "multitask"):
+        raw, csv_ = load_task("ncls", subtask, tmp_path), load_task("ncls", subtask, FIXTURES)
+        for got, want in zip(raw, csv_, strict=True):
+            assert [(e.summary, e.lang) for e in got] == [(e.summary, e.lang) for e in want]
+            csv_texts = [first.format("\"small\" stack - the 'shift' ") if e.text == first.format("small ") else e.text
+                         for e in want]
+            assert [e.text for e in got] == csv_texts
+    with pytest.raises(FileNotFoundError, match=r"ncls_en2zh_train\.csv \(nor the NCLS release's EN2ZHSUM_train\.txt"):
+        load_task("ncls", "sum2zh", tmp_path / "nowhere")
+
+
 def test_mtgcrosssum_reader(tmp_path):
     d = tmp_path / "mtg_sum"
     d.mkdir()
