@@ -92,6 +92,27 @@ def test_mtgcrosssum_reader(tmp_path):
         read_source(tmp_path, "mtgcrosssum:de2en", "valid")
 
 
+def test_transformers_and_accelerate_only_under_mt5():
+    """The GLM stack never imports them (they are optional: requirements-mt5.txt, not requirements.txt)."""
+    import ast
+
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("mt5", "build") or rel.parts[0].startswith(".") or rel == Path("tests/test_mt5.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{rel}:{node.lineno}" for n in names if n.split(".")[0] in ("transformers", "accelerate")]
+    assert offenders == []
+    base = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+            for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert not base & {"transformers", "accelerate"}
+    mt5_reqs = (ROOT / "requirements-mt5.txt").read_text()
+    assert "transformers" in mt5_reqs and "accelerate" in mt5_reqs
+
+
 # ---------------------------------------------------------------- bad input
 
 
