@@ -10,6 +10,7 @@ Files, relative to ``data_dir`` (the layout of the original script's ``../data``
 - ``scisummnet/scisummnet.csv``: columns ``text`` (English paper), ``zh_sum`` (Chinese summary); the split
   is ignored, the size spec does the split.
 - ``ncls/ncls_en2zh_{train,val}.csv``: columns ``text``, ``en_sum``, ``zh_sum``; ``lang`` picks the summary.
+  Without the CSV, the NCLS release's ``ncls/EN2ZHSUM_{train,valid}.txt`` (``<EN-REF>`` / ``<ZH-REF>``).
 - ``mtg_sum/{train,dev.annotation}.doc.<src>`` and ``.sum.<tgt>``: one document / summary per line,
   ``lang`` is ``<src>2<tgt>`` and only ``tgt = zh`` exists.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from tasks.summarization import read_csv_columns
+from tasks.summarization import read_csv_columns, read_ncls_raw
 
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " Please summarize in English:"})
 
@@ -129,10 +130,19 @@ def read_scisummnet(data_dir: Path, lang: str, split: str) -> list[Example]:
 
 
 def read_ncls(data_dir: Path, lang: str, split: str) -> list[Example]:
-    """NCLS En2Zh CSV; ``lang`` zh -> Chinese summaries, en -> English summaries of the same articles."""
+    """NCLS En2Zh; ``lang`` zh -> Chinese summaries, en -> English summaries of the same articles.
+
+    The original's CSV when present, else the NCLS release file ``EN2ZHSUM_{train,valid}.txt`` in the same
+    folder, read by the GLM NCLS task's reader (``tasks.summarization.read_ncls_raw``) so that mT5 and mGLM
+    can be compared on the same released files (that reader also standardises curly quotes and dashes)."""
     if lang not in ("zh", "en"):
         raise ValueError(f"ncls summaries are 'zh' or 'en', got {lang!r}")
     path = data_dir / "ncls" / f"ncls_en2zh_{'train' if split == 'train' else 'val'}.csv"
+    raw = data_dir / "ncls" / f"EN2ZHSUM_{'train' if split == 'train' else 'valid'}.txt"
+    if not path.is_file():
+        if not raw.is_file():
+            raise FileNotFoundError(f"data file not found: {path} (nor the NCLS release's {raw.name} next to it; check --data-dir)")
+        return [Example(_clean(e.source), _clean(e.summary), lang) for e in read_ncls_raw(raw, split, "en2zh", lang)]
     rows = _read_csv(path, ("text", f"{lang}_sum"))
     return [Example(_clean(r["text"]), _clean(r[f"{lang}_sum"]), lang) for r in rows]
 

@@ -21,7 +21,9 @@ be switched back on:
 
 Fixed without a switch: generation runs on the unwrapped model (the original failed under DDP), the
 validation set is split across processes and gathered (it was evaluated whole on every rank), only the
-main process writes files, saved weights carry no ``module.`` prefix, no NameError after training.
+main process writes files, saved weights carry no ``module.`` prefix, no NameError after training;
+``--epochs 0`` only evaluates ``--model`` (the original crashed). wandb is optional (``--wandb``, project
+``--wandb-project``, default the original's ``mt5-ncls``; ``--wandb-offline``); TensorBoard otherwise.
 
 Outputs under ``--output-dir``: ``checkpoints/step_<N>/`` (``Accelerator.save_state``: model, optimizer,
 RNG states, the step/epoch counters) with a ``latest`` file, ``best/`` (``save_pretrained`` of the best
@@ -103,7 +105,7 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     ap.add_argument("--model", default=d.model, help="local folder or hub name of an mT5 checkpoint (never downloaded in tests)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder or name (default: --model)")
     ap.add_argument("--output-dir", default=d.output_dir)
-    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--epochs", type=int, default=d.epochs, help="0: only evaluate --model")
     ap.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N optimizer steps (0: no limit)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch per process")
     ap.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
@@ -143,11 +145,11 @@ def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
 def validate(cfg: FinetuneConfig) -> None:
     """User errors, raised before anything heavy is imported or loaded."""
     task_sources(cfg.task, cfg.subtask)
-    for name in ("epochs", "batch_size", "eval_batch_size", "max_source_length", "max_target_length",
+    for name in ("batch_size", "eval_batch_size", "max_source_length", "max_target_length",
                  "num_beams", "max_gen_length", "log_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("max_steps", "save_every", "keep_checkpoints", "max_grad_norm", "weight_decay"):
+    for name in ("epochs", "max_steps", "save_every", "keep_checkpoints", "max_grad_norm", "weight_decay"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.wandb_offline and not cfg.wandb:
@@ -320,17 +322,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
     out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # before the trackers: wandb writes its files under it
+    run_name = f"{cfg.task}-{cfg.subtask}"
+    if cfg.wandb:
+        # A tracker object, not the string "wandb": Accelerate silently drops a named tracker whose package it
+        # does not find (validate() already failed loudly). Its first argument is wandb.init's project.
+        from accelerate.tracking import WandBTracker
+
+        trackers: list[Any] = [WandBTracker(cfg.wandb_project, name=run_name, entity=cfg.wandb_entity, dir=str(out_dir),
+                                            mode="offline" if cfg.wandb_offline else "online")]
+    else:
+        trackers = ["tensorboard"]  # events under <output-dir>/tensorboard/<task>-<subtask>
     accelerator = Accelerator(
-        cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, log_with="wandb" if cfg.wandb else "tensorboard",
+        cpu=cfg.cpu, mixed_precision=cfg.mixed_precision, log_with=trackers,
         project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "tensorboard")),
     )
     logging.basicConfig(format="%(asctime)s %(name)s %(message)s", level=logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(cfg.seed)
     hparams = {k: v for k, v in dataclasses.asdict(cfg).items() if isinstance(v, (int, float, str, bool))}
-    accelerator.init_trackers(
-        f"{cfg.task}-{cfg.subtask}", config=hparams,
-        init_kwargs={"wandb": {"entity": cfg.wandb_entity, "mode": "offline" if cfg.wandb_offline else "online"}} if cfg.wandb else {},
-    )
+    accelerator.init_trackers(run_name, config=hparams)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     model = MT5ForConditionalGeneration.from_pretrained(cfg.model)
@@ -357,8 +367,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     log_path = out_dir / "train_log.jsonl"
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
     records: list[dict] = []
     last_loss = float("nan")

@@ -61,6 +61,26 @@ def test_ncls_languages_and_cross_dataset_eval():
     assert len(train) == 7 and len(valid) == 10  # validation on the whole scisummnet file
 
 
+def test_ncls_release_files_give_the_csv_examples(tmp_path):
+    """Without the original's CSV, the NCLS release (EN2ZHSUM_*.txt, the GLM NCLS task's input) is read; the
+    two team-written fixtures hold the same 7 + 3 articles, so both layouts must give the same examples."""
+    (tmp_path / "ncls").symlink_to(FIXTURES / "ncls_raw", target_is_directory=True)
+    # The raw fixture's first article has curly quotes and an en dash around two extra words; the shared reader
+    # standardises the punctuation (mGLM's punctuation_standardization), as the GLM NCLS task sees it.
+    first = ("We present a new method for parsing sentences with neural networks. The parser reads words from left "
+             "to right and builds a tree with a {}stack. Experiments on the English treebank show higher accuracy "
+             "than earlier parsers.")
+    for subtask in ("sum2zh", "sum2en", "multitask"):
+        raw, csv_ = load_task("ncls", subtask, tmp_path), load_task("ncls", subtask, FIXTURES)
+        for got, want in zip(raw, csv_, strict=True):
+            assert [(e.summary, e.lang) for e in got] == [(e.summary, e.lang) for e in want]
+            csv_texts = [first.format("\"small\" stack - the 'shift' ") if e.text == first.format("small ") else e.text
+                         for e in want]
+            assert [e.text for e in got] == csv_texts
+    with pytest.raises(FileNotFoundError, match=r"ncls_en2zh_train\.csv \(nor the NCLS release's EN2ZHSUM_train\.txt"):
+        load_task("ncls", "sum2zh", tmp_path / "nowhere")
+
+
 def test_mtgcrosssum_reader(tmp_path):
     d = tmp_path / "mtg_sum"
     d.mkdir()
@@ -70,6 +90,27 @@ def test_mtgcrosssum_reader(tmp_path):
     assert ex == [Example("Ein Dokument.", "一个文档。", "zh"), Example("Noch eins.", "另一个。", "zh")]
     with pytest.raises(ValueError, match="<src>2zh"):
         read_source(tmp_path, "mtgcrosssum:de2en", "valid")
+
+
+def test_transformers_and_accelerate_only_under_mt5():
+    """The GLM stack never imports them (they are optional: requirements-mt5.txt, not requirements.txt)."""
+    import ast
+
+    offenders = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("mt5", "build") or rel.parts[0].startswith(".") or rel == Path("tests/test_mt5.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{rel}:{node.lineno}" for n in names if n.split(".")[0] in ("transformers", "accelerate")]
+    assert offenders == []
+    base = {line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+            for line in (ROOT / "requirements.txt").read_text().splitlines() if line.strip() and not line.startswith("#")}
+    assert not base & {"transformers", "accelerate"}
+    mt5_reqs = (ROOT / "requirements-mt5.txt").read_text()
+    assert "transformers" in mt5_reqs and "accelerate" in mt5_reqs
 
 
 # ---------------------------------------------------------------- bad input
@@ -103,6 +144,20 @@ def test_wandb_requested_but_missing(monkeypatch):
         main(["scisummnet", "simple", "--wandb", "--data-dir", str(FIXTURES)])
     with pytest.raises(ValueError, match="--wandb-offline needs --wandb"):
         main(["scisummnet", "simple", "--wandb-offline"])
+
+
+def test_defaults_are_the_reference_ones():
+    """Reference tasks_finetune_eval.md 5.3: Adam lr 5e-4, batch 8, 40 epochs, 768 / 160 tokens, seed 42,
+    generate(max_length=110, num_beams=5, no_repeat_ngram_size=3, repetition_penalty=1.0, length_penalty=0.7);
+    no clipping, no weight decay; wandb off; every legacy switch off."""
+    from mt5.finetune_mt5 import parse_args
+
+    cfg = parse_args(["scisummnet", "simple"])
+    assert (cfg.lr, cfg.batch_size, cfg.eval_batch_size, cfg.epochs, cfg.seed) == (5e-4, 8, 8, 40, 42)
+    assert (cfg.max_source_length, cfg.max_target_length, cfg.max_gen_length) == (768, 160, 110)
+    assert (cfg.num_beams, cfg.no_repeat_ngram_size, cfg.repetition_penalty, cfg.length_penalty) == (5, 3, 1.0, 0.7)
+    assert (cfg.max_grad_norm, cfg.weight_decay, cfg.wandb, cfg.wandb_project) == (0.0, 0.0, False, "mt5-ncls")
+    assert not (cfg.legacy_double_shift or cfg.legacy_truncation or cfg.legacy_rouge)
 
 
 def test_cli_prints_one_line_error():
@@ -226,7 +281,7 @@ def test_train_generate_score_and_resume(tiny_model, tmp_path, fresh_accelerate_
     assert {k: metrics[k] for k in expected} == pytest.approx(expected)
     saved = json.loads((a / "results.json").read_text())
     assert saved["metrics"]["rouge-1"] == pytest.approx(metrics["rouge-1"])
-    assert (a / "best" / "config.json").is_file() and (a / "tensorboard").is_dir()
+    assert (a / "best" / "config.json").is_file() and list((a / "tensorboard" / "scisummnet-simple").glob("events.out.tfevents.*"))
     assert (a / "checkpoints" / "latest").read_text() == "step_4"
 
     AcceleratorState._reset_state(reset_partial_state=True)
@@ -236,6 +291,55 @@ def test_train_generate_score_and_resume(tiny_model, tmp_path, fresh_accelerate_
     wb = load_file(b / "checkpoints" / "step_4" / "model.safetensors")
     assert wa.keys() == wb.keys() and all((wa[k] - wb[k]).abs().max() < 1e-6 for k in wa)
     assert resumed["step"] == 4 and resumed["epoch"] == 1 and resumed["rouge-1"] == pytest.approx(metrics["rouge-1"])
+
+
+def test_epochs_zero_only_evaluates(tiny_model, tmp_path, fresh_accelerate_state):
+    """The original crashed (NameError) with TRAIN_EPOCHS = 0; here it scores the given model and writes results."""
+    from mt5.finetune_mt5 import main
+    from tasks.rouge import rouge_scores
+
+    out = tmp_path / "eval"
+    metrics = main(common_args(tiny_model, out) + ["--epochs", "0"])
+    assert metrics["step"] == 0 and not (out / "train_log.jsonl").exists() and not (out / "checkpoints").exists()
+    preds = [json.loads(line) for line in (out / "predictions_step0.jsonl").read_text().splitlines()]
+    assert [p["reference"] for p in preds] == [r["zh_sum"] for r in fixture_rows()[8:]]
+    expected = rouge_scores([p["prediction"] for p in preds], [p["reference"] for p in preds], "char")
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected)
+    assert json.loads((out / "results.json").read_text())["metrics"]["step"] == 0
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_logs_to_wandb_not_tensorboard(tiny_model, tmp_path, monkeypatch, fresh_accelerate_state):
+    """--wandb --wandb-offline: wandb.init gets the project, run name, entity, offline mode and the output
+    folder; the config, the training loss of every step and the validation ROUGE are logged; the run is
+    finished. A stand-in ``wandb`` module records the calls (wandb itself is not a test dependency)."""
+    import types
+
+    from mt5.finetune_mt5 import main
+
+    calls: list[tuple] = []
+    fake = types.ModuleType("wandb")
+    fake.config = types.SimpleNamespace(update=lambda values, allow_val_change=False: calls.append(("config", dict(values))))
+
+    class Run:
+        def log(self, values, step=None):
+            calls.append(("log", dict(values), step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake.init = lambda **kw: calls.append(("init", kw)) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = tmp_path / "wb"
+    main(common_args(tiny_model, out) + ["--batch-size", "4", "--max-steps", "2", "--wandb", "--wandb-offline",
+                                         "--wandb-project", "mglm-vs-mt5", "--wandb-entity", "lab"])
+    assert calls[0] == ("init", {"project": "mglm-vs-mt5", "name": "scisummnet-simple", "entity": "lab",
+                                 "dir": str(out), "mode": "offline"})
+    assert calls[1][0] == "config" and calls[1][1]["lr"] == 1e-2 and calls[1][1]["task"] == "scisummnet"
+    logged = {(step, k): v for c in calls if c[0] == "log" for k, v in c[1].items() for step in [c[2]]}
+    assert logged[(1, "train/loss")] == pytest.approx(read_log(out)[1]) and (2, "train/loss") in logged
+    assert logged[(2, "valid/rouge-1")] == pytest.approx(json.loads((out / "results.json").read_text())["metrics"]["rouge-1"])
+    assert calls[-1] == ("finish",) and not (out / "tensorboard").exists()
 
 
 @pytest.mark.slow
@@ -260,6 +364,10 @@ def test_accelerate_launch_two_cpu_processes(tiny_model, tmp_path):
     preds = [json.loads(line) for line in (out / "predictions_step4.jsonl").read_text().splitlines()]
     assert [p["index"] for p in preds] == [0, 1]  # one example generated on each rank, gathered once
     assert all(p["prediction"] for p in preds)
+    from safetensors.torch import load_file
+
+    assert not [k for k in load_file(out / "best" / "model.safetensors") if k.startswith("module.")]  # no DDP prefix
+    assert "train: 100%" in r.stderr and "generate: 100%" in r.stderr  # progress bars (main process)
 
 
 @pytest.mark.slow
