@@ -323,7 +323,7 @@ def test_error_probability_out_of_range(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch):
+def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch, capsys):
     """--context-mask-ratio alone builds the [dBLOCK] tokenizer, reaches the collator, and trains."""
     import data_utils.samplers as samplers
     import pretrain_glm
@@ -348,3 +348,10 @@ def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch):
     assert seen and all(m == "bert" and ratio == 0.1 and hit for m, ratio, hit in seen), seen
     meta = json.loads((save / "global_step2" / "meta.json").read_text())
     assert meta["tokenizer_add_dblock"] is True
+    # the language sampling weights are logged at start, one row per language of the store
+    out = capsys.readouterr().out
+    assert "language sampling (p_i ~ n_i^0.30)" in out, out
+    from data_utils.corpus import open_stores
+
+    for lang in open_stores(store):
+        assert any(line.split()[:1] == [lang] for line in out.splitlines()), lang
