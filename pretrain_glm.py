@@ -146,7 +146,7 @@ def run(cfg: PretrainConfig) -> dict:
         # Tokenizer, data -------------------------------------------------------------------------
         # [dBLOCK] (N+10) exists only when the objective uses it; it can change the padded vocabulary, so
         # checkpoints record it and finetuning / generation rebuild the same tokenizer.
-        add_dblock = d.block_mask_prob > 0
+        add_dblock = d.block_mask_prob > 0 or d.context_mask_ratio > 0
         tok = GLMTokenizer(resolve_tokenizer_path(cfg), add_dblock=add_dblock)
         vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
         stores = {}
@@ -169,6 +169,7 @@ def run(cfg: PretrainConfig) -> dict:
                                  avg_block_length=d.avg_block_length, gpt_min_ratio=d.gpt_min_ratio,
                                  gpt_infill_prob=d.gpt_infill_prob, block_mask_prob=d.block_mask_prob,
                                  short_seq_prob=d.short_seq_prob, single_span_prob=d.single_span_prob,
+                                 context_mask_ratio=d.context_mask_ratio,
                                  seq_length=d.seq_length), tok, ends)
 
         # Model, engine ---------------------------------------------------------------------------

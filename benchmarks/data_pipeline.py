@@ -88,24 +88,37 @@ def main(argv: list[str] | None = None) -> dict:
             dt = time.perf_counter() - t0
             coll[mode or "mixed"] = round(n / dt)
         result[f"collator_samples_per_s_seq{a.seq_length}"] = coll
+        # What one DataLoader worker does per batch: build the samples (BlockDataset) and collate them.
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        for b in range(a.batches):
+            batch = [ds[n + b * a.batch_size + j] for j in range(a.batch_size)]  # indices not yet drawn
+            col.collate_numpy(batch, rng)
+        worker = n / (time.perf_counter() - t0)
         # The mGLM recipe's extra options (block mask 0.1, short sequences 0.02) against none, same samples and
-        # generators, plus short sequences on every batch (the split's own cost; output rows grow).
+        # generators, plus short sequences on every batch (the split's own cost; output rows grow) and GLM's
+        # context mask. All in bert mode (where the options act): a drawn mode mix would differ between
+        # variants (their extra draws shift the stream) and swamp the options' cost.
         tok_d = GLMTokenizer(tok_path, add_dblock=True)
         variants = {"options_off": BlankInfillingConfig(),
                     "mglm_options": BlankInfillingConfig(block_mask_prob=0.1, short_seq_prob=0.02,
                                                          seq_length=a.seq_length),
-                    "short_seq_every_batch": BlankInfillingConfig(short_seq_prob=1.0, seq_length=a.seq_length)}
+                    "short_seq_every_batch": BlankInfillingConfig(short_seq_prob=1.0, seq_length=a.seq_length),
+                    "context_mask_0.1": BlankInfillingConfig(context_mask_ratio=0.1)}
         opt = {}
         for name, cfg in variants.items():
             c = BlankInfillingCollator.from_tokenizer(cfg, tok_d, ends)
             rng = np.random.default_rng(0)
             t0 = time.perf_counter()
             for b in range(a.batches):
-                c.collate_numpy(samples[b * a.batch_size : (b + 1) * a.batch_size], rng)
+                c.collate_numpy(samples[b * a.batch_size : (b + 1) * a.batch_size], rng, mode="bert")
             opt[name] = round(n / (time.perf_counter() - t0))
         opt["ratio_mglm_options_vs_off"] = round(opt["mglm_options"] / opt["options_off"], 3)
-        result[f"collator_options_samples_per_s_seq{a.seq_length}"] = opt
+        result[f"collator_options_bert_samples_per_s_seq{a.seq_length}"] = opt
         result["collator_target_samples_per_s"] = 600
+        result["ratio_collator_mixed_vs_target"] = round(coll["mixed"] / 600, 3)
+        result["worker_dataset_plus_collator_samples_per_s"] = round(worker)
+        result["ratio_worker_vs_target"] = round(worker / 600, 3)
         shutil.rmtree(tmp / "in")
     print(json.dumps(result, indent=2))
     return result

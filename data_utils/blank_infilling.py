@@ -20,7 +20,7 @@ so a sample grows by 2 tokens per span. In gpt suffix mode the sequence is ``src
 targets ``src [gMASK] tgt`` (no ``[eop]``: the target ends with the document's eos), positions ``0..|src|``
 then ``|src|`` repeated, block positions 0 on ``src``, then 0 (``[gMASK]``), 1 (``[sop]``), 2, ...
 
-Three options of the reference change a batch before / while building it (all off by default; when off
+Four options of the reference change a batch before / while building it (all off by default; when off
 they draw nothing from the generator, so the stream is the same as without them):
 
 * ``short_seq_prob``: with this probability per batch every sample is cut into
@@ -36,6 +36,13 @@ they draw nothing from the generator, so the stream is the same as without them)
 * ``block_mask_prob``: in ``bert`` mode each Part-B *input* span token (not ``[sop]``, never a target) is
   replaced by ``[dBLOCK]`` with this probability (GLM drew these from the unseeded global ``random``; here
   they come from the batch generator, so batches stay reproducible).
+* ``context_mask_ratio``: in ``bert`` mode, ``int(context_mask_ratio * n)`` Part-A tokens (n = the sample's
+  length before masking) are replaced by ``[dBLOCK]`` in the *input* (Part-A targets and Part B are unchanged),
+  drawn without replacement from the candidates: kept Part-A tokens at distance 1 .. ``context_mask_range`` (3)
+  from a mask token, never ``[CLS]`` or eos (``context_mask_candidates``). When there are fewer candidates than
+  that, all of them are replaced. GLM draws from the first / last ``context_mask_range`` tokens of each Part-A
+  segment, which also takes the last tokens of the text (no span border there) and can take ``[CLS]``, and it
+  fails when the candidates run short; here both are excluded and the count is capped.
 
 The batch is right-padded with zeros (tokens, targets, loss mask, positions) to the longest sample, or to a
 multiple of ``pad_to_multiple``. Every random choice uses the generator passed in.
@@ -73,11 +80,13 @@ class BlankInfillingConfig:
     block_mask_prob: float = 0.0  # Part-B input span tokens -> [dBLOCK] (bert mode)
     short_seq_prob: float = 0.0  # per batch: cut every sample into shorter [CLS]-prefixed pieces
     single_span_prob: float = 0.0  # per batch: bert mode with one span per sample
+    context_mask_ratio: float = 0.0  # bert mode: this fraction of the sample -> [dBLOCK] in Part A near masks
+    context_mask_range: int = 3  # Part-A distance from a mask token within which context tokens may be replaced
     seq_length: int | None = None  # the pretraining sequence length (short_seq); default: longest sample
 
     def __post_init__(self):
         for name in ("bert_prob", "gap_sentence_prob", "bert_ratio", "gap_sentence_ratio", "gpt_infill_prob",
-                     "gpt_min_ratio", "block_mask_prob", "short_seq_prob", "single_span_prob"):
+                     "gpt_min_ratio", "block_mask_prob", "short_seq_prob", "single_span_prob", "context_mask_ratio"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -85,6 +94,8 @@ class BlankInfillingConfig:
             raise ValueError(f"bert_prob + gap_sentence_prob = {self.bert_prob + self.gap_sentence_prob} > 1")
         if self.avg_block_length <= 0 or self.max_block_length < 2:
             raise ValueError("avg_block_length must be > 0 and max_block_length >= 2")
+        if self.context_mask_range < 1:
+            raise ValueError(f"context_mask_range must be >= 1, got {self.context_mask_range}")
         if self.pad_to_multiple is not None and self.pad_to_multiple < 1:
             raise ValueError(f"pad_to_multiple must be >= 1, got {self.pad_to_multiple}")
         if self.seq_length is not None and self.seq_length < 3:
@@ -182,6 +193,22 @@ def make_block_data(
     return {"text": text, "target": target, "loss_mask": loss_mask, "position_id": position_id, "sep": sep}
 
 
+def context_mask_candidates(part_a: np.ndarray, mask_id: int, window: int,
+                            exclude_ids: Sequence[int] = ()) -> np.ndarray:
+    """bool [sep]: Part-A tokens at distance 1 .. ``window`` from a ``mask_id`` token that are neither a mask
+    token nor one of ``exclude_ids`` (``[CLS]``, eos): the context next to the span borders."""
+    part_a = np.asarray(part_a)
+    sep = len(part_a)
+    is_mask = part_a == mask_id
+    cand = np.zeros(sep + 2 * window, dtype=bool)  # padded by `window` on both sides
+    m = np.flatnonzero(is_mask) + window
+    for d in range(1, window + 1):
+        cand[m - d] = True
+        cand[m + d] = True
+    cand = cand[window : window + sep]
+    return cand & ~is_mask & ~np.isin(part_a, list(exclude_ids))
+
+
 def document_ranges(tokens: np.ndarray, cls_id: int, eos_id: int) -> list[tuple[int, int]]:
     """[start, end) of each document's own tokens in a sample ``[CLS] d1 eos [CLS] d2 eos ...``.
 
@@ -205,16 +232,17 @@ class BlankInfillingCollator:
     Args:
         config: objective mixture and span settings.
         ids: token ids: ``cls eos mask smask gmask sop eop`` (``from_tokenizer`` reads them from a GLMTokenizer);
-            ``dblock_id`` is required when ``config.block_mask_prob > 0``.
+            ``dblock_id`` is required when ``config.block_mask_prob > 0`` or ``config.context_mask_ratio > 0``.
         sentence_end: ``tokens -> bool [n]`` (``sentence_end.SentenceEnds``).
     """
 
     def __init__(self, config: BlankInfillingConfig, *, cls_id: int, eos_id: int, mask_id: int, smask_id: int,
                  gmask_id: int, sop_id: int, eop_id: int, sentence_end: Callable[[np.ndarray], np.ndarray],
                  dblock_id: int | None = None):
-        if config.block_mask_prob > 0 and dblock_id is None:
-            raise ValueError(f"block_mask_prob = {config.block_mask_prob} needs the [dBLOCK] token id: build the "
-                             "tokenizer with GLMTokenizer(path, add_dblock=True) and pass dblock_id")
+        for name in ("block_mask_prob", "context_mask_ratio"):
+            if getattr(config, name) > 0 and dblock_id is None:
+                raise ValueError(f"{name} = {getattr(config, name)} needs the [dBLOCK] token id: build the "
+                                 "tokenizer with GLMTokenizer(path, add_dblock=True) and pass dblock_id")
         self.config = config
         self.cls_id, self.eos_id, self.dblock_id = cls_id, eos_id, dblock_id
         self.mask_id, self.smask_id, self.gmask_id = mask_id, smask_id, gmask_id
@@ -347,8 +375,9 @@ class BlankInfillingCollator:
     # ------------------------------------------------------------------------------ objectives
     def block_data(self, tokens: np.ndarray, spans, mask_id: int, rng: np.random.Generator,
                    block_mask: bool = False) -> dict:
-        """Part A / Part B for ``spans``; ``block_mask``: replace Part-B input span tokens by [dBLOCK] with
-        probability ``block_mask_prob`` (one uniform draw per span token, in Part-B order)."""
+        """Part A / Part B for ``spans``; ``block_mask`` (bert mode): replace Part-B input span tokens by [dBLOCK]
+        with probability ``block_mask_prob`` (one uniform draw per span token, in Part-B order), then Part-A
+        context tokens by ``context_mask_ratio`` (one draw without replacement among the candidates)."""
         k = len(spans)
         order = rng.permutation(k) if self.config.shuffle_blocks else None
         input_mask = None
@@ -356,8 +385,17 @@ class BlankInfillingCollator:
         if block_mask and p > 0 and k:
             n_span_tokens = sum(e - s for s, e in spans)
             input_mask = rng.random(n_span_tokens) < p
-        return make_block_data(tokens, spans, mask_id, self.sop_id, self.eop_id, order,
-                               self.config.block_position_encoding, input_mask, self.dblock_id)
+        out = make_block_data(tokens, spans, mask_id, self.sop_id, self.eop_id, order,
+                              self.config.block_position_encoding, input_mask, self.dblock_id)
+        ratio = self.config.context_mask_ratio
+        if block_mask and ratio > 0 and k:
+            sep = out["sep"]
+            cand = np.flatnonzero(context_mask_candidates(out["text"][:sep], mask_id, self.config.context_mask_range,
+                                                          (self.cls_id, self.eos_id)))
+            count = min(int(ratio * len(tokens)), len(cand))
+            if count:
+                out["text"][rng.choice(cand, size=count, replace=False)] = self.dblock_id
+        return out
 
     def span_lengths(self, target: int, rng: np.random.Generator) -> np.ndarray:
         """Poisson span lengths drawn until their sum reaches ``target`` (GLM draws at least until >= target)."""

@@ -164,7 +164,11 @@ def parse_record(rec: RawRecord) -> tuple[str | None, str | None, str | None, st
     try:
         s = rec.data.decode("utf-8")
     except UnicodeDecodeError as e:
-        return rec.lang, None, INVALID_UTF8, f"byte 0x{rec.data[e.start]:02x} at offset {e.start} is not UTF-8"
+        # a plain-text document spans several lines: name the line of the bad byte, not the document's first
+        line = rec.line + rec.data.count(b"\n", 0, e.start)
+        col = e.start - (rec.data.rfind(b"\n", 0, e.start) + 1) + 1
+        where = f" (line {line})" if line != rec.line else ""
+        return rec.lang, None, INVALID_UTF8, f"byte 0x{rec.data[e.start]:02x} at column {col}{where} is not UTF-8"
     lang = rec.lang
     if rec.kind == "jsonl":
         try:
@@ -392,9 +396,9 @@ def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, c
     writers: dict[str, _LangWriter] = {}
     skipped: Counter = Counter()
     skipped_by_lang: dict[str | None, Counter] = {}
-    langs_seen: set[str] = {language_from_filename(p) or lang for p in files} - {None}
-    if lang is not None:
-        langs_seen = {lang}
+    # language -> files with skipped records of it: a language seen only in skipped records has zero documents,
+    # reported with those files (a file-name language that every record overrides is no language of the run)
+    lang_sources: dict[str, set[str]] = {}
     t0 = time.time()
     n_tok = 0
     bar = tqdm(desc="tokenizing", unit="doc", disable=not progress, smoothing=0.1)
@@ -415,12 +419,11 @@ def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, c
                 skipped[reason] += 1
                 skipped_by_lang.setdefault(rlang, Counter())[reason] += 1
                 if rlang is not None:
-                    langs_seen.add(rlang)
+                    lang_sources.setdefault(rlang, set()).add(src)
             for dlang, toks in res.docs():
                 w = writers.get(dlang)
                 if w is None:
                     w = writers[dlang] = _LangWriter(tmp / dlang)
-                    langs_seen.add(dlang)
                 w.add(toks)
                 n_tok += len(toks)
             bar.update(len(res.langs))
@@ -463,9 +466,10 @@ def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, c
                 "skipped": dict(sorted(skipped_by_lang.get(dlang, Counter()).items())),
             },
         )
-    empty = sorted(langs_seen - set(writers))
+    empty = sorted(set(lang_sources) - set(writers))
     for e in empty:
-        logger.warning("language %s has zero documents; no store is written for it", e)
+        logger.warning("language %s has zero documents (from %s); no store is written for it", e,
+                       ", ".join(sorted(lang_sources[e])))
     summary = PreprocessSummary(langs_summary, dict(sorted(skipped.items())), empty, seconds, workers)
     _write_json(
         tmp / "index.json",

@@ -432,3 +432,89 @@ def test_all_options_deterministic_for_a_seed():
             assert np.array_equal(a[k], b[k])
         differ += a["text"].shape != c["text"].shape or not np.array_equal(a["text"], c["text"])
     assert differ > 30
+
+
+# ------------------------------------------------------------------ context_mask_ratio
+def near_mask_reference(part_a, mask_id, window):
+    """Independent loop: indices of non-mask, non-[CLS]/eos Part-A tokens within `window` of a mask token."""
+    masks = [i for i, t in enumerate(part_a) if t == mask_id]
+    return {i for i, t in enumerate(part_a)
+            if t not in (mask_id, CLS, EOS) and any(1 <= abs(i - m) <= window for m in masks)}
+
+
+def test_context_mask_candidates_hand_worked():
+    from data_utils.blank_infilling import context_mask_candidates
+
+    x = {i: 10 + i for i in range(1, 10)}
+    # The reference example: Part A = [CLS] x1 x2 [M] x5 [M]; within 3 of a mask: x1 x2 x5 ([CLS] excluded;
+    # GLM would also take [CLS] here).
+    a = np.array([CLS, x[1], x[2], MASK, x[5], MASK])
+    assert np.flatnonzero(context_mask_candidates(a, MASK, 3, (CLS, EOS))).tolist() == [1, 2, 4]
+    # Window 1 on [CLS] x1 x2 [M] x4 x5 x6 x7 eos: only the neighbours of the mask (GLM would also take the
+    # text's last token, which borders no span).
+    a = np.array([CLS, x[1], x[2], MASK, x[4], x[5], x[6], x[7], EOS])
+    assert np.flatnonzero(context_mask_candidates(a, MASK, 1, (CLS, EOS))).tolist() == [2, 4]
+    assert np.flatnonzero(context_mask_candidates(a, MASK, 2, (CLS, EOS))).tolist() == [1, 2, 4, 5]
+    assert not context_mask_candidates(np.array([CLS, x[1], x[2]]), MASK, 3, (CLS, EOS)).any()
+
+
+def test_context_mask_ratio_one_replaces_every_candidate_only():
+    on = make_full_collator(context_mask_ratio=1.0, context_mask_range=2)
+    off = make_full_collator()
+    rng = np.random.default_rng(13)
+    replaced = 0
+    for it in range(80):
+        s = random_sample(rng)
+        # one sample per batch: the context draws are the sample's last, so spans and order are the same
+        a = on.collate_numpy([s], np.random.default_rng([3, it]), mode="bert")
+        b = off.collate_numpy([s], np.random.default_rng([3, it]), mode="bert")
+        sep = int(b["attention_mask"][0])
+        for k in ("target", "loss_mask", "position_id", "attention_mask"):
+            assert np.array_equal(a[k], b[k]), k
+        ta, tb = a["text"][0], b["text"][0]
+        assert np.array_equal(ta[sep:], tb[sep:])  # Part B untouched
+        changed = set(np.flatnonzero(ta[:sep] != tb[:sep]).tolist())
+        expected = near_mask_reference(tb[:sep].tolist(), MASK, 2)
+        assert changed == expected  # int(1.0 * n) >= every candidate: all of them, nothing else
+        assert all(ta[i] == DBLOCK for i in changed)
+        replaced += len(changed)
+    assert replaced > 300
+
+
+def test_context_mask_ratio_count_and_positions():
+    ratio, window = 0.05, 3
+    col = make_full_collator(context_mask_ratio=ratio, context_mask_range=window)
+    off = make_full_collator()
+    rng = np.random.default_rng(17)
+    exact = 0
+    for it in range(200):
+        s = random_sample(rng)
+        a = col.collate_numpy([s], np.random.default_rng([4, it]), mode="bert")
+        b = off.collate_numpy([s], np.random.default_rng([4, it]), mode="bert")
+        sep = int(b["attention_mask"][0])
+        part_a = b["text"][0, :sep].tolist()
+        cand = near_mask_reference(part_a, MASK, window)
+        hit = np.flatnonzero(a["text"][0, :sep] == DBLOCK).tolist()
+        assert set(hit) <= cand
+        want = min(int(ratio * len(s["text"])), len(cand))
+        assert len(hit) == want, (len(hit), want)
+        exact += want == int(ratio * len(s["text"])) and want > 0
+    assert exact > 100  # mostly the uncapped count
+
+
+@pytest.mark.parametrize("mode", ["sentence", "gpt"])
+def test_context_mask_only_in_bert_mode(mode):
+    col = make_full_collator(context_mask_ratio=1.0)
+    rng = np.random.default_rng(19)
+    for it in range(30):
+        b = col.collate_numpy([random_sample(rng) for _ in range(3)], np.random.default_rng(it), mode=mode)
+        assert not (b["text"] == DBLOCK).any()
+
+
+def test_context_mask_needs_a_dblock_id_and_valid_values():
+    with pytest.raises(ValueError, match="context_mask_ratio = 0.1 needs the \\[dBLOCK\\]"):
+        make_full_collator(dblock_id=None, context_mask_ratio=0.1)
+    with pytest.raises(ValueError, match="context_mask_ratio"):
+        BlankInfillingConfig(context_mask_ratio=1.5)
+    with pytest.raises(ValueError, match="context_mask_range"):
+        BlankInfillingConfig(context_mask_range=0)

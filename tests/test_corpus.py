@@ -57,6 +57,8 @@ def test_formats_and_round_trip(tmp_path, tiny_sp_model, tiny_tokenizer):
     hi = open_stores(tmp_path / "s2")["hi"]
     assert [tiny_tokenizer.decode(hi.doc(i)) for i in range(2)] == ["यह एक वाक्य है।", "हम घर जाते हैं।"]
     assert list(open_stores(tmp_path / "s3")) == ["ar"]
+    # every record of mixed.jsonl names its language: "mixed" (the file name) is not a language of the run
+    assert json.loads((tmp_path / "s3" / "index.json").read_text())["empty_languages"] == []
 
 
 def test_bad_input_is_reported_and_counted(tmp_path, tiny_sp_model, caplog, capsys):
@@ -77,7 +79,8 @@ def test_bad_input_is_reported_and_counted(tmp_path, tiny_sp_model, caplog, caps
     for line, reason in [(2, "invalid_json"), (3, "empty_text"), (4, "missing_text"), (5, "invalid_utf8")]:
         assert any(f"{fr}:{line} ({reason})" in m for m in msgs), (line, msgs)
     assert any(str(empty) in m and "empty_file" in m for m in msgs)
-    assert any("language de has zero documents" in m for m in msgs)
+    assert any(f"language de has zero documents (from {empty})" in m for m in msgs)
+    assert any(f"{fr}:5 (invalid_utf8): byte 0xff at column 14 is not UTF-8" in m for m in msgs), msgs
     expected = {"invalid_json": 1, "empty_text": 1, "missing_text": 1, "invalid_utf8": 1, "empty_file": 1}
     assert summary.skipped == expected and summary.empty_languages == ["de"]
     index = json.loads((tmp_path / "store" / "index.json").read_text())
@@ -137,3 +140,30 @@ def test_interrupted_run_leaves_no_store(tmp_path, tiny_sp_model, monkeypatch):
     (half / "tokens.bin").write_bytes(b"\0" * 8)
     with pytest.raises(FileNotFoundError, match="meta.json"):
         TokenStore(half)
+
+
+def test_bad_bytes_in_plain_text_name_their_line(tmp_path, tiny_sp_model, caplog):
+    """A plain-text document spans lines: a bad byte on its third line is reported at that line; the other
+    documents of the file are kept, and a language whose only document is bad is reported with its file."""
+    sw = tmp_path / "sw.txt"
+    sw.write_bytes(b"Habari yako.\n\nMstari wa kwanza.\nMstari wa pili.\nMbaya \xc3\x28 sana.\n\nNzuri sana!\n")
+    yo = tmp_path / "yo_0001.json.gz"
+    with gzip.open(yo, "wb") as f:
+        f.write(b"\xfe only bad\n")
+    with caplog.at_level(logging.WARNING, logger="data_utils.corpus"):
+        summary = run(tmp_path, tiny_sp_model, [sw, yo])
+    msgs = [r.getMessage() for r in caplog.records]
+    # the document starts on line 3; the bad byte 0xc3 is on line 5, column 7
+    assert any(f"{sw}:3 (invalid_utf8): byte 0xc3 at column 7 (line 5) is not UTF-8" in m for m in msgs), msgs
+    assert any(f"{yo}:1 (invalid_utf8): byte 0xfe at column 1 is not UTF-8" in m for m in msgs), msgs
+    assert any(f"language yo has zero documents (from {yo})" in m for m in msgs), msgs
+    assert summary.skipped == {"invalid_utf8": 2} and summary.empty_languages == ["yo"]
+    assert summary.languages == {"sw": {"docs": 2, "tokens": summary.languages["sw"]["tokens"]}}
+
+
+def test_progress_bar_shows_docs_and_tokens_per_second(tmp_path, tiny_sp_model, capsys):
+    write_jsonl(tmp_path / "en.jsonl", EN_DOCS * 20)
+    corpus.preprocess([tmp_path / "en.jsonl"], tmp_path / "store", tiny_sp_model, chunk_docs=8, progress=True)
+    err = capsys.readouterr().err
+    assert "tokenizing" in err and "doc/s" in err and "tok/s" in err, err
+    assert "60doc" in err.replace(" ", "")  # the bar counts documents: 60 at the end

@@ -37,7 +37,16 @@ def test_language_weights_formula():
     assert w["xx"] == 0
     assert language_weights({"a": 3, "b": 1}, 1.0) == pytest.approx({"a": 0.75, "b": 0.25})
     table = format_language_table(counts, w)
-    assert "en" in table and "sw" in table
+    rows = {r.split()[0]: r.split()[1:] for r in table.splitlines()[1:]}
+    assert list(rows) == ["en", "de", "sw", "xx"]  # by size
+    total = sum(counts.values())
+    for lang in ("en", "de", "sw"):
+        tokens, share, weight, ratio = rows[lang]
+        assert int(tokens.replace(",", "")) == counts[lang]
+        assert float(share) == pytest.approx(counts[lang] / total, abs=5e-5)
+        assert float(weight) == pytest.approx(q[lang] / z, abs=5e-5)
+        assert float(ratio) == pytest.approx((q[lang] / z) / (counts[lang] / total), rel=1e-3, abs=5e-3)
+    assert rows["xx"][2] == "0.0000"
     with pytest.raises(ValueError):
         language_weights({"a": 0}, 0.3)
     with pytest.raises(ValueError):

@@ -318,3 +318,40 @@ def test_error_probability_out_of_range(store, tmp_path):
         parse_pretrain_args(common(store, tmp_path / "x") + ["--short-seq-prob", "1.5"])
     with pytest.raises(ValueError, match="--block-mask-prob -0.1"):
         parse_pretrain_args(common(store, tmp_path / "x") + ["--block-mask-prob", "-0.1"])
+    with pytest.raises(ValueError, match=r"--context-mask-ratio 1.2: expected a probability in \[0, 1\]"):
+        parse_pretrain_args(common(store, tmp_path / "x") + ["--context-mask-ratio", "1.2"])
+
+
+@pytest.mark.slow
+def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch, capsys):
+    """--context-mask-ratio alone builds the [dBLOCK] tokenizer, reaches the collator, and trains."""
+    import data_utils.samplers as samplers
+    import pretrain_glm
+
+    seen = []
+    real_call = samplers.SeededCollate.__call__
+
+    def spy(self, items):
+        batch = real_call(self, items)
+        dblock = self.collator.dblock_id
+        sep = batch["attention_mask"]
+        in_a = [bool((batch["text"][i, : int(sep[i])] == dblock).any()) for i in range(len(sep))]
+        seen.append((batch["mode"], self.collator.config.context_mask_ratio, any(in_a)))
+        return batch
+
+    monkeypatch.setattr(samplers.SeededCollate, "__call__", spy)
+    save = tmp_path / "ck"
+    r = pretrain_glm.main(common(store, save, iters=2, lr_decay_iters=2) + [
+        "--batch-size", "2", "--no-tensorboard", "--bert-prob", "1.0", "--gap-sentence-prob", "0.0",
+        "--context-mask-ratio", "0.1"])
+    assert r["step"] == 2 and all(math.isfinite(x) for x in r["train_losses"])
+    assert seen and all(m == "bert" and ratio == 0.1 and hit for m, ratio, hit in seen), seen
+    meta = json.loads((save / "global_step2" / "meta.json").read_text())
+    assert meta["tokenizer_add_dblock"] is True
+    # the language sampling weights are logged at start, one row per language of the store
+    out = capsys.readouterr().out
+    assert "language sampling (p_i ~ n_i^0.30)" in out, out
+    from data_utils.corpus import open_stores
+
+    for lang in open_stores(store):
+        assert any(line.split()[:1] == [lang] for line in out.splitlines()), lang

@@ -44,6 +44,7 @@ class DataArgs:
     block_mask_prob: float = 0.0  # mGLM recipe 0.1; > 0 adds [dBLOCK] to the tokenizer (N+10)
     short_seq_prob: float = 0.0  # mGLM recipe 0.02
     single_span_prob: float = 0.0
+    context_mask_ratio: float = 0.0  # GLM option (mGLM: 0); > 0 adds [dBLOCK] to the tokenizer (N+10)
     dataset_temperature: float = 0.3
     num_workers: int = 1
     valid_fraction: float = 0.01  # documents held out for validation when --valid-data is not given
@@ -124,6 +125,8 @@ _HELP = {
     "short_seq_prob": "per batch: cut every sample into (seq_length-1)//t [CLS]-prefixed pieces, t uniform in "
                       "[min(32, (seq_length-1)//4), seq_length-1); the batch grows by that factor (mGLM 0.02)",
     "single_span_prob": "per batch: the bert objective with a single Poisson-length span per sample",
+    "context_mask_ratio": "bert objective: this fraction of each sample's tokens becomes [dBLOCK] in Part A, drawn "
+                          "among the tokens within 3 of a mask token (> 0 builds the tokenizer with [dBLOCK])",
     "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
     "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
     "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint or a released .pt file",
@@ -276,7 +279,8 @@ def validate(cfg: PretrainConfig) -> None:
             raise ValueError(f"{_flag(name)} {getattr(t, name)}: expected >= 1")
     if d.bert_prob < 0 or d.gap_sentence_prob < 0 or d.bert_prob + d.gap_sentence_prob > 1:
         raise ValueError(f"--bert-prob {d.bert_prob} + --gap-sentence-prob {d.gap_sentence_prob} must be within [0, 1]")
-    for name in ("block_mask_prob", "short_seq_prob", "single_span_prob", "gpt_infill_prob", "gpt_min_ratio"):
+    for name in ("block_mask_prob", "short_seq_prob", "single_span_prob", "context_mask_ratio", "gpt_infill_prob",
+                 "gpt_min_ratio"):
         v = getattr(d, name)
         if not 0.0 <= v <= 1.0:
             raise ValueError(f"{_flag(name)} {v}: expected a probability in [0, 1]")
