@@ -19,6 +19,7 @@ reference: characters unknown to the model map to sentencepiece's unk id, never 
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -60,6 +61,8 @@ class GLMTokenizer:
         import sentencepiece as spm
 
         self.model_path = os.fspath(model_path)
+        if os.path.isdir(self.model_path):
+            raise FileNotFoundError(f"{self.model_path} is a directory; expected a sentencepiece .model file")
         if not os.path.isfile(self.model_path):
             raise FileNotFoundError(f"sentencepiece model not found: {self.model_path}")
         self.sp = spm.SentencePieceProcessor()
@@ -175,7 +178,7 @@ class GLMTokenizer:
                 run.clear()
 
         for t in ids:
-            t = int(t)
+            t = self._as_id(t)
             if 0 <= t < self.num_text_tokens:
                 run.append(t)
                 continue
@@ -210,7 +213,7 @@ class GLMTokenizer:
         """Ids -> token strings (pieces or command-token strings)."""
         toks = []
         for t in ids:
-            t = int(t)
+            t = self._as_id(t)
             if 0 <= t < self.num_text_tokens:
                 toks.append(self.sp.IdToPiece(t))
             elif t in self._by_id:
@@ -218,6 +221,15 @@ class GLMTokenizer:
             else:
                 raise ValueError(self._bad_id_message(t))
         return toks
+
+    @staticmethod
+    def _as_id(t: object) -> int:
+        """An id as a Python int: ints, numpy integers and integer 0-d tensors pass; ``int(3.7)`` would
+        silently decode token 3, so floats and strings are refused."""
+        try:
+            return operator.index(t)
+        except TypeError:
+            raise ValueError(f"token id {t!r} is not an integer ({type(t).__name__})") from None
 
     def _bad_id_message(self, t: int) -> str:
         if t < 0:

@@ -44,6 +44,33 @@ def test_cog_pretrain_command_ids(cog_tokenizer):
     assert tok.padded_vocab_size(128, tensor_parallel_size=4) == 50176  # 98 * 512
 
 
+def test_layout_at_mglm250k_size(tmp_path):
+    """mglm250k-uni.model itself is not available here; a 250,000-piece unigram model stands in for it (the
+    bundled model's 8,000 pieces plus rarely-matching filler pieces). Reference 4.6: with N = 250,000,
+    [gMASK] = 250,009 and the table has ceil(250,010 / 128) * 128 = 250,112 rows."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(SAMPLE_TOKENIZER.read_bytes())
+    for i in range(250_000 - len(proto.pieces)):
+        piece = proto.pieces.add()
+        piece.piece = f"\u2581\ue000{i}"  # private-use character: never in real text
+        piece.score = -50.0
+    path = tmp_path / "mglm250k-standin.model"
+    path.write_bytes(proto.SerializeToString())
+    tok = GLMTokenizer(path)
+    assert tok.num_text_tokens == 250_000 and len(tok) == 250_010
+    assert tok.convert_tokens_to_ids(["<|endoftext|>", "[MASK]", "<|startofpiece|>", "<|endofpiece|>", "[sMASK]",
+                                      "[gMASK]"]) == [250_000, 250_003, 250_006, 250_007, 250_008, 250_009]
+    assert tok.padded_vocab_size(128) == 250_112
+    assert tok.padded_vocab_size(128, tensor_parallel_size=4) == 250_368  # ceil(250,010 / 512) * 512
+    s = "Die Katze schläft. 今天天气很好。 [gMASK]"
+    ids = tok.encode(s)
+    assert ids[-1] == 250_009 and tok.decode(ids) == s
+    with pytest.raises(ValueError, match="token id 250112 "):
+        tok.decode([250_112])
+
+
 def test_dblock_is_optional(cog_tokenizer):
     with_dblock = GLMTokenizer(cog_tokenizer.model_path, add_dblock=True)
     assert with_dblock.get_command("dBLOCK").id == 50010
@@ -144,6 +171,40 @@ def test_corrupt_model_file(tmp_path):
         GLMTokenizer(p)
 
 
+def test_model_path_is_a_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path} is a directory")):
+        GLMTokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a sentencepiece model", "half"])
+def test_bad_model_errors_are_one_line_naming_the_path(tmp_path, content):
+    p = tmp_path / "bad.model"
+    if content == "half":  # a download cut short: a valid model's first half
+        data = SAMPLE_TOKENIZER.read_bytes()
+        content = data[: len(data) // 2]
+    p.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        GLMTokenizer(p)
+    msg = str(e.value)
+    assert str(p) in msg and "\n" not in msg
+
+
+def test_non_integer_ids_are_refused(sample_tokenizer):
+    """int(3.7) would silently decode token 3; integer types from numpy and torch are ids."""
+    import numpy as np
+    import torch
+
+    for bad in (3.7, "5", None):
+        with pytest.raises(ValueError, match=re.escape(f"token id {bad!r} is not an integer")):
+            sample_tokenizer.decode([5, bad])
+        with pytest.raises(ValueError, match="is not an integer"):
+            sample_tokenizer.convert_ids_to_tokens([bad])
+    ids = sample_tokenizer.encode("Le chat dort. [MASK]")
+    assert sample_tokenizer.decode(np.array(ids, dtype=np.int64)) == "Le chat dort. [MASK]"
+    assert sample_tokenizer.decode(torch.tensor(ids)) == "Le chat dort. [MASK]"
+    assert sample_tokenizer.convert_ids_to_tokens(torch.tensor(ids)) == sample_tokenizer.convert_ids_to_tokens(ids)
+
+
 def test_unknown_command_token(sample_tokenizer):
     with pytest.raises(ValueError, match="'BOGUS'"):
         sample_tokenizer.get_command("BOGUS")
@@ -242,3 +303,38 @@ def test_bundled_sample_tokenizer_is_reproduced_by_the_documented_command(tmp_pa
     argv[prefix] = str(tmp_path / "mglm-sample")
     argv[0] = str(SAMPLE_CORPUS)
     assert main(argv).read_bytes() == SAMPLE_TOKENIZER.read_bytes()
+
+
+def test_train_tokenizer_progress_report(tmp_path, capfd):
+    """The command line reports what it read (counted here independently) and each EM round of training
+    (sentencepiece's vocabulary shrinking towards the target), with elapsed times; --quiet drops the rounds;
+    the report does not change the model."""
+    import shutil
+
+    from tools.train_tokenizer import main
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    n_sent = n_chars = 0
+    for lang in ("en", "de"):
+        shutil.copy(SAMPLE_CORPUS / f"{lang}.jsonl", src)
+        for text in iter_sample_texts(lang):
+            lines = [x.strip() for x in text.split("\n") if x.strip()]
+            n_sent += len(lines)
+            n_chars += sum(map(len, lines))
+    capfd.readouterr()
+    a = main([str(src), "--model-prefix", str(tmp_path / "a" / "m"), "--vocab-size", "1200"])
+    printed = capfd.readouterr()
+    assert f"[train_tokenizer] 2 files, {n_sent} sentences, {n_chars} characters" in printed.out
+    rounds = [x for x in printed.err.splitlines() if "EM sub_iter=" in x]
+    assert len(rounds) >= 2, printed.err
+    assert all(x.startswith("[train_tokenizer] ") for x in printed.err.splitlines() if x.strip())
+    times = [float(x.split()[1].rstrip("s")) for x in rounds]
+    sizes = [int(re.search(r"size=(\d+)", x).group(1)) for x in rounds]
+    assert times == sorted(times) and sizes == sorted(sizes, reverse=True) and sizes[-1] >= 1200
+    assert "trainer_spec" not in printed.err and "meta_piece" not in printed.err
+
+    b = main([str(src), "--model-prefix", str(tmp_path / "b" / "m"), "--vocab-size", "1200", "--quiet"])
+    printed = capfd.readouterr()
+    assert "EM sub_iter=" not in printed.err
+    assert a.read_bytes() == b.read_bytes()

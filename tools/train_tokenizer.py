@@ -23,12 +23,21 @@ the sentencepiece model: ``data_utils.tokenizer.GLMTokenizer`` appends them afte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+# Sentencepiece's C++ log line: "I0000 00:00:1795918010.121490    1911 file.cc:903] message".
+_SP_LOG = re.compile(r"^([IWEF])\d{4} \S+\s+\d+ [\w.]+:\d+\] (.*)$")
+# The messages that tell how far training is (corpus loaded, seed pieces, each EM round and its vocabulary
+# size, which shrinks towards the target, model saved); the rest of the INFO log is setup detail.
+_SP_PROGRESS = re.compile(r"^(Loaded all \d+ sentences|Done! preprocessed|Initialized \d+ seed|EM sub_iter=|Saving model)")
 
 
 def iter_sentences(files: list[Path]) -> Iterator[str]:
@@ -69,6 +78,43 @@ def _strip_paths(model: Path, name: str) -> None:
     model.write_bytes(proto.SerializeToString())
 
 
+@contextlib.contextmanager
+def sentencepiece_progress(t0: float) -> Iterator[None]:
+    """Turn sentencepiece's stderr log (written by C++ to fd 2) into a short progress report while the block
+    runs: one ``[train_tokenizer]`` line per progress message with the elapsed time, warnings and errors as
+    they are, the setup detail (trainer spec dump, one line per byte piece, ...) dropped. Works because
+    sentencepiece releases the GIL while training, so the reader thread keeps the pipe drained."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_fd, write_fd = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as pipe:
+            for line in pipe:
+                m = _SP_LOG.match(line.rstrip("\n"))
+                if m is None:  # the trainer-spec dump, absl's preamble
+                    continue
+                level, msg = m.groups()
+                if level != "I":
+                    out = line
+                elif _SP_PROGRESS.match(msg):
+                    out = f"[train_tokenizer] {time.time() - t0:7.1f}s  {msg}\n"
+                else:
+                    continue
+                os.write(saved, out.encode("utf-8"))
+
+    reader = threading.Thread(target=forward, daemon=True)
+    reader.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)  # closes the pipe's last write end: the reader sees EOF
+        reader.join()
+        os.close(saved)
+
+
 def as_piece(symbol: str) -> str:
     """A string as the sentencepiece piece that matches it in text: spaces become the meta symbol "▁"
     (" True" -> "▁True", which is what sentencepiece makes of "True" after a space or at the start)."""
@@ -100,11 +146,13 @@ def train(
     byte_fallback: bool = True,
     verbose: bool = False,
     user_defined_symbols: Sequence[str] = (),
+    progress: bool = False,
 ) -> Path:
     """Train and write ``<model_prefix>.model`` (+ ``.vocab``); returns the model path.
 
     ``user_defined_symbols``: pieces (spaces written as " " or "▁") that are always a single token; they
-    are part of ``vocab_size``."""
+    are part of ``vocab_size``. ``progress``: report each training round (sentencepiece's EM iterations and
+    the vocabulary size they have pruned to) on stderr; ``verbose``: sentencepiece's whole log instead."""
     import sentencepiece as spm
     from tqdm import tqdm
 
@@ -128,23 +176,25 @@ def train(
             raise ValueError(f"no text found in {', '.join(map(str, files))}")
         t0 = time.time()
         print(f"[train_tokenizer] training unigram model, vocab {vocab_size} ...", flush=True)
+        report = progress and not verbose
         try:
-            spm.SentencePieceTrainer.Train(
-                input=str(corpus),
-                model_prefix=str(out),
-                model_type="unigram",
-                vocab_size=vocab_size,
-                character_coverage=character_coverage,
-                byte_fallback=byte_fallback,
-                split_digits=True,
-                normalization_rule_name=normalization,
-                input_sentence_size=0,  # use every sentence: no random sampling
-                shuffle_input_sentence=False,
-                num_threads=1,  # unigram EM with several threads is not bit-reproducible
-                max_sentence_length=16384,
-                user_defined_symbols=symbols,
-                minloglevel=0 if verbose else 2,
-            )
+            with sentencepiece_progress(t0) if report else contextlib.nullcontext():
+                spm.SentencePieceTrainer.Train(
+                    input=str(corpus),
+                    model_prefix=str(out),
+                    model_type="unigram",
+                    vocab_size=vocab_size,
+                    character_coverage=character_coverage,
+                    byte_fallback=byte_fallback,
+                    split_digits=True,
+                    normalization_rule_name=normalization,
+                    input_sentence_size=0,  # use every sentence: no random sampling
+                    shuffle_input_sentence=False,
+                    num_threads=1,  # unigram EM with several threads is not bit-reproducible
+                    max_sentence_length=16384,
+                    user_defined_symbols=symbols,
+                    minloglevel=0 if verbose or report else 2,
+                )
         except RuntimeError as e:  # sentencepiece's C++ errors, e.g. "Vocabulary size too high (N)"
             raise ValueError(f"sentencepiece could not train on {', '.join(map(str, files))}: "
                              f"{str(e).split('] ')[-1].strip()}") from None
@@ -166,13 +216,14 @@ def main(argv: list[str] | None = None) -> Path:
                     help="comma-separated pieces that are always one token (a leading space = '▁')")
     ap.add_argument("--cloze-verbalizers", action="store_true",
                     help="add the verbalizers of every registered cloze task (XNLI, PAWS-X) as single pieces")
-    ap.add_argument("--verbose", action="store_true", help="show sentencepiece's own training log")
+    ap.add_argument("--verbose", action="store_true", help="show sentencepiece's whole training log")
+    ap.add_argument("--quiet", action="store_true", help="no progress report during training")
     a = ap.parse_args(argv)
     symbols = [x for x in a.user_defined_symbols.split(",") if x != ""]
     if a.cloze_verbalizers:
         symbols += cloze_verbalizer_pieces()
     return train(a.inputs, a.model_prefix, a.vocab_size, a.character_coverage, a.normalization, a.byte_fallback,
-                 a.verbose, symbols)
+                 a.verbose, symbols, progress=not a.quiet)
 
 
 if __name__ == "__main__":
