@@ -21,6 +21,18 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 _RENDEZVOUS_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA: skipped, with the reason, where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu); none is present")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_inherited_rendezvous(monkeypatch):
     for k in _RENDEZVOUS_VARS:
