@@ -215,8 +215,12 @@ def _model_worker(rank: int, world: int) -> dict:
     load_glm_state_dict(other, shard_state_dict(reference.state_dict(), world, rank))
     with torch.no_grad():
         resharded_logits = other(ids, pos, sep)[0]
+    # Hidden / embedding dropout is outside the TP regions: same masks on every rank as at TP=1.
+    dropped = GLMModel(GLMConfig(**{**TP_TINY, "hidden_dropout": 0.3}), state, init_seed=42).train()
+    torch.manual_seed(5)
+    dropout_logits = dropped(ids, pos, sep)[0].detach()
     return {"logits": logits.detach(), "loss": float(loss), "grads": grads, "params": par.state_dict(),
-            "resharded_logits": resharded_logits}
+            "resharded_logits": resharded_logits, "dropout_logits": dropout_logits}
 
 
 @pytest.mark.slow
@@ -245,6 +249,12 @@ def test_tensor_parallel_model_matches_single_process(tp: int) -> None:
         ref_logits = reference(ids, pos, sep)[0]
     got = torch.cat([r["resharded_logits"] for r in results], dim=-1)
     assert (got - ref_logits).abs().max() <= 1e-5
+    dropped = GLMModel(GLMConfig(**{**TP_TINY, "hidden_dropout": 0.3}), init_seed=42).train()
+    torch.manual_seed(5)
+    ref_dropout = dropped(ids, pos, sep)[0].detach()
+    assert (ref_dropout - logits.detach()).abs().max() > 1e-3  # dropout really acted
+    got = torch.cat([r["dropout_logits"] for r in results], dim=-1)
+    assert (got - ref_dropout).abs().max() <= 1e-5
 
 
 # --- checkpoint layouts --------------------------------------------------------------------------
