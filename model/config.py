@@ -15,8 +15,14 @@ class GLMConfig:
 
     ``max_sequence_length`` is the GLM ``--max-position-embeddings``: the position and block-position tables
     have ``max_sequence_length + 1`` rows (the GLM layout; mGLM: 1024 -> 1025 rows, equal to SAT's table).
-    ``vocab_size`` is the padded vocabulary (multiple of 128 * TP); pretraining may override it from the
-    tokenizer. ``intermediate_size`` defaults to 4 * hidden_size.
+    ``vocab_size`` is the padded vocabulary; it must divide by the TP size (tokenizers pad new models to a
+    multiple of 128 * TP, as GLM does; a released table such as mGLM's 250112 is kept as is at any TP size
+    that divides it). Pretraining may override it from the tokenizer. ``intermediate_size`` defaults to
+    4 * hidden_size.
+    ``attention_scale`` is GLM's fp16-range trick (scores computed as (q/sqrt(s)) (k/sqrt(D s))^T, row max
+    subtracted, times s): the softmax is invariant to a per-row shift, so it equals softmax(q k^T / sqrt(D))
+    exactly in real arithmetic. Attention here runs through ``scaled_dot_product_attention``, whose softmax
+    accumulates in fp32, so the field is kept only for config / checkpoint compatibility and changes nothing.
     """
 
     num_layers: int = 2
@@ -94,9 +100,11 @@ class GLMConfig:
                              f"tensor_parallel_size={tp}")
         if self.ffn_size % tp:
             raise ValueError(f"intermediate size {self.ffn_size} is not divisible by tensor_parallel_size={tp}")
-        if self.vocab_size % (128 * tp):
-            raise ValueError(f"vocab_size={self.vocab_size} must be a multiple of 128*tensor_parallel_size="
-                             f"{128 * tp} (pad the tokenizer vocabulary)")
+        # Each rank holds V/p rows, so V must split evenly; the multiple of 128 (* TP) that tokenizers pad to is
+        # for speed only. Released tables (mGLM: 250112 = 2^8 * 977) must also load at TP 4 and 8.
+        if self.vocab_size % tp:
+            raise ValueError(f"vocab_size={self.vocab_size} is not divisible by tensor_parallel_size={tp} "
+                             "(pad the tokenizer vocabulary, e.g. to a multiple of 128 * tensor_parallel_size)")
         for name in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"GLMConfig.{name}={getattr(self, name)} must be in [0, 1)")

@@ -42,7 +42,9 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
 
     q [B, np, L, D], k/v [B, np, K, D], mask bool [B or 1, 1, L, K] (True = attend) -> [B, np, L, D].
     Equal to GLM's ``scores*m + (-65504)*(1-m)`` formulation: every row sees at least its own column, so
-    masked entries get probability exactly 0 in fp32 either way.
+    masked entries get probability exactly 0 in fp32 either way. GLM's ``attention_scale`` s > 1 (pre-scale
+    q and k by 1/sqrt(s), subtract the row max after masking, multiply by s) only shifts each row of the
+    scores by a constant, so it is the same softmax and needs no code here (``GLMConfig`` keeps the field).
     """
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 

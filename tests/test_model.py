@@ -21,6 +21,9 @@ from tests.distributed import run_distributed
 
 TINY = dict(num_layers=2, vocab_size=512, hidden_size=32, num_attention_heads=4, max_sequence_length=32,
             hidden_dropout=0.0, attention_dropout=0.0)
+# TP parity model: 384 = 3 * 128 rows, a multiple of 128 but not of 128 * TP for TP 2 and 4 (as the released
+# mGLM table, 250112 rows, at TP 4): only the even split across ranks matters.
+TP_TINY = {**TINY, "vocab_size": 384}
 
 
 def _batch(B: int = 2, L: int = 11, V: int = 512, seed: int = 0):
@@ -73,6 +76,29 @@ def test_sdpa_matches_reference_formula() -> None:
     scores = scores * m + (-65504.0) * (1.0 - m)
     ref = torch.softmax(scores, dim=-1) @ v
     assert (attention_core(q, k, v, mask) - ref).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("scale", [2.0, 16.0])
+def test_attention_scale_formula_is_the_same_softmax(scale: float) -> None:
+    # GLM with attention_scale s > 1: (q/sqrt(s)) @ (k/sqrt(D*s))^T, masked by multiplication, row max
+    # subtracted, times s, then -65504 on masked entries. Large activations as in a 10B model.
+    g = torch.Generator().manual_seed(4)
+    B, H, L, D = 2, 3, 9, 16
+    q, k, v = (torch.randn(B, H, L, D, generator=g) * 4 for _ in range(3))
+    mask = sep_attention_mask(torch.tensor([2, 6]), L)
+    m = mask.float()
+    scores = (q / scale ** 0.5) @ (k / (D * scale) ** 0.5).transpose(-1, -2)
+    scores = scores * m
+    scores = (scores - scores.max(dim=-1, keepdim=True).values) * scale
+    scores = scores + (-65504.0) * (1.0 - m)
+    ref = torch.softmax(scores, dim=-1) @ v
+    assert (attention_core(q, k, v, mask) - ref).abs().max() <= 1e-5
+    cfg = GLMConfig(**TINY)
+    ids, pos, sep, _ = _batch()
+    with torch.no_grad():
+        base = GLMModel(cfg, init_seed=9).eval()(ids, pos, sep)[0]
+        scaled = GLMModel(GLMConfig(**{**TINY, "attention_scale": scale}), init_seed=9).eval()(ids, pos, sep)[0]
+    assert torch.equal(base, scaled)
 
 
 # --- model properties ------------------------------------------------------------------------------
@@ -176,8 +202,8 @@ def test_param_groups() -> None:
 def _model_worker(rank: int, world: int) -> dict:
     torch.manual_seed(0)
     state = ParallelState.from_torch_distributed(world)
-    cfg = GLMConfig(**TINY)
-    ids, pos, sep, lm = _batch()
+    cfg = GLMConfig(**TP_TINY)
+    ids, pos, sep, lm = _batch(V=384)
     par = GLMModel(cfg, state, init_seed=42)
     logits, _ = par(ids, pos, sep)
     loss = glm_lm_loss(logits, ids, lm, state)
@@ -189,16 +215,20 @@ def _model_worker(rank: int, world: int) -> dict:
     load_glm_state_dict(other, shard_state_dict(reference.state_dict(), world, rank))
     with torch.no_grad():
         resharded_logits = other(ids, pos, sep)[0]
+    # Hidden / embedding dropout is outside the TP regions: same masks on every rank as at TP=1.
+    dropped = GLMModel(GLMConfig(**{**TP_TINY, "hidden_dropout": 0.3}), state, init_seed=42).train()
+    torch.manual_seed(5)
+    dropout_logits = dropped(ids, pos, sep)[0].detach()
     return {"logits": logits.detach(), "loss": float(loss), "grads": grads, "params": par.state_dict(),
-            "resharded_logits": resharded_logits}
+            "resharded_logits": resharded_logits, "dropout_logits": dropout_logits}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tp", [2, 4])
 def test_tensor_parallel_model_matches_single_process(tp: int) -> None:
     results = run_distributed(_model_worker, tp)
-    cfg = GLMConfig(**TINY)
-    ids, pos, sep, lm = _batch()
+    cfg = GLMConfig(**TP_TINY)
+    ids, pos, sep, lm = _batch(V=384)
     dense = GLMModel(cfg, init_seed=42)
     logits, _ = dense(ids, pos, sep)
     loss = glm_lm_loss(logits, ids, lm)
@@ -219,6 +249,12 @@ def test_tensor_parallel_model_matches_single_process(tp: int) -> None:
         ref_logits = reference(ids, pos, sep)[0]
     got = torch.cat([r["resharded_logits"] for r in results], dim=-1)
     assert (got - ref_logits).abs().max() <= 1e-5
+    dropped = GLMModel(GLMConfig(**{**TP_TINY, "hidden_dropout": 0.3}), init_seed=42).train()
+    torch.manual_seed(5)
+    ref_dropout = dropped(ids, pos, sep)[0].detach()
+    assert (ref_dropout - logits.detach()).abs().max() > 1e-3  # dropout really acted
+    got = torch.cat([r["dropout_logits"] for r in results], dim=-1)
+    assert (got - ref_dropout).abs().max() <= 1e-5
 
 
 # --- checkpoint layouts --------------------------------------------------------------------------
@@ -281,8 +317,10 @@ def test_config_json_roundtrip_and_validation(tmp_path) -> None:
         GLMConfig(**TINY).validate(8)
     with pytest.raises(ValueError, match="hidden_size=30 is not divisible"):
         GLMConfig(**{**TINY, "hidden_size": 30}).validate()
-    with pytest.raises(ValueError, match="vocab_size=512 must be a multiple of 128"):
-        GLMConfig(**{**TINY, "num_attention_heads": 8}).validate(8)
+    with pytest.raises(ValueError, match="vocab_size=500 is not divisible by tensor_parallel_size=8"):
+        GLMConfig(**{**TINY, "num_attention_heads": 8, "vocab_size": 500}).validate(8)
+    # Only divisibility by TP is required: a table padded to 128 (not 128*TP) still splits evenly.
+    GLMConfig(**{**TINY, "num_attention_heads": 8, "vocab_size": 384}).validate(8)
     with pytest.raises(ValueError, match="seq_length=64 exceeds"):
         GLMConfig(**TINY).validate(seq_length=64)
 
@@ -296,6 +334,8 @@ def test_shipped_configs_load_and_validate() -> None:
     m = names["mglm-1b"]
     assert (m.num_layers, m.hidden_size, m.num_attention_heads, m.vocab_size, m.position_table_rows) == (
         24, 1536, 16, 250112, 1025)
+    for tp in (1, 2, 4, 8):  # the released mGLM table (250112 = 2^8 * 977 rows) at every usual TP size
+        m.validate(tp)
 
 
 # --- training -----------------------------------------------------------------------------------
