@@ -40,26 +40,6 @@ def pretrained_meta(path: str | None) -> dict | None:
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
 
 
-def checkpoint_vocab_rows(path: str, meta: dict | None) -> int:
-    """Rows of the word-embedding table of a pretrained checkpoint (summed over its TP shards)."""
-    if meta and "model_config" in meta:
-        return int(meta["model_config"]["vocab_size"])
-    from model.checkpoint_compat import to_glm_layout
-    from training.checkpoint import find_pretrained_files
-
-    rows = 0
-    for f in find_pretrained_files(path):
-        try:
-            obj = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            obj = torch.load(f, map_location="cpu", weights_only=False)
-        w = to_glm_layout(obj).get("word_embeddings.weight") if isinstance(obj, dict) else None
-        if w is None:
-            raise ValueError(f"{f}: no word_embeddings.weight; not a GLM checkpoint")
-        rows += int(w.shape[0])
-    return rows
-
-
 def main(argv: list[str] | None = None) -> dict:
     return run(parse_finetune_args(argv))
 
@@ -104,13 +84,12 @@ def run(cfg: FinetuneConfig) -> dict:
             raise FileNotFoundError(f"--tokenizer-model {tok_path}: file not found")
         # A checkpoint pretrained with --block-mask-prob > 0 has [dBLOCK] at N+10: rebuild the same tokenizer.
         tok = GLMTokenizer(tok_path, add_dblock=bool((pre_meta or {}).get("tokenizer_add_dblock", False)))
-        vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
-        if t.load_pretrained and not t.load:  # the most basic mismatch first, before any tensor is loaded
-            rows = checkpoint_vocab_rows(t.load_pretrained, pre_meta)
-            if rows != vocab:
-                raise ValueError(f"--load-pretrained {t.load_pretrained}: its vocabulary has {rows} rows, but the "
-                                 f"tokenizer {tok_path} has {len(tok)} tokens (padded to {vocab} for TP "
-                                 f"{ps.tp_size}); use the tokenizer the model was pretrained with")
+        # A new table pads the tokenizer to 128 x TP; a pretrained one keeps its rows (checked against the
+        # tokenizer before any tensor is loaded). --load: the run's own meta records the rows.
+        pre = t.load_pretrained if t.load_pretrained and not t.load else None
+        vocab = (int(load_meta["model_config"]["vocab_size"]) if t.load and "model_config" in (load_meta or {})
+                 else ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
+                                          tok_path))
         task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
         data_dir = Path(f.data_dir)
         langs = list(f.languages) or None

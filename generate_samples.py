@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     from model import GLMConfig, GLMModel
     from model.generation import fill_blanks
     from mpu.initialize import ParallelState
+    from training import checkpoint as ckpt
     from training.checkpoint import load_pretrained
 
     cfg = _generation_config(a)
@@ -172,8 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
         config.hidden_dropout = config.attention_dropout = 0.0
         config.max_memory_length = 0
         if a.load_pretrained:
-            # As pretraining does: the embedding table is the tokenizer's vocabulary padded to 128 * TP.
-            config.vocab_size = tokenizer.padded_vocab_size(128, ps.tp_size)
+            # As pretraining does: the checkpoint's own rows, which must be this tokenizer's padded vocabulary.
+            meta_file = ckpt.find_pretrained_files(weights)[0].parent / ckpt.META
+            meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else None
+            config.vocab_size = ckpt.embedding_rows(tokenizer, ps.tp_size, 128, weights, meta, tok_path)
         if config.vocab_size < len(tokenizer):
             raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok_path} "
                              f"({len(tokenizer)} ids)")

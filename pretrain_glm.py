@@ -148,7 +148,12 @@ def run(cfg: PretrainConfig) -> dict:
         # checkpoints record it and finetuning / generation rebuild the same tokenizer.
         add_dblock = d.block_mask_prob > 0 or d.context_mask_ratio > 0
         tok = GLMTokenizer(resolve_tokenizer_path(cfg), add_dblock=add_dblock)
-        vocab = tok.padded_vocab_size(cfg.model.make_vocab_size_divisible_by, ps.tp_size)
+        # A new table: the tokenizer padded to 128 x TP; --load-pretrained keeps the checkpoint's rows
+        # (a released 250,112-row mGLM table at TP 4 too), refused before any tensor is read when the
+        # tokenizer does not match them.
+        pre = t.load_pretrained if t.load_pretrained and not t.load else None
+        vocab = ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre,
+                                    tokenizer_path=resolve_tokenizer_path(cfg))
         stores = {}
         for root in d.train_data:
             for lang, s in open_stores(root).items():

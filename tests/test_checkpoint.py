@@ -142,3 +142,36 @@ def test_load_pretrained_errors(tmp_path):
     torch.save(sd, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="missing key 'transformer.final_layernorm.bias'"):
         ckpt.load_pretrained(make_model(), Path(tmp_path / "partial.pt"), ParallelState.single())
+
+
+def test_embedding_rows_keep_a_pretrained_table(tmp_path):
+    """A new table pads the tokenizer to 128 x TP; a pretrained one keeps its rows when they are this
+    tokenizer's padding at some source TP size and split over this TP size (mGLM's 250,112 rows at TP 4)."""
+    from conftest import SAMPLE_TOKENIZER
+
+    from data_utils.tokenizer import GLMTokenizer
+
+    tok = GLMTokenizer(SAMPLE_TOKENIZER)
+    n = len(tok)
+    pad1 = -(-n // 128) * 128  # padded for TP 1, computed here by hand
+    pad4 = -(-n // 512) * 512
+    assert pad1 != pad4  # the case the rule exists for
+    assert ckpt.embedding_rows(tok, 4) == pad4
+    released = tmp_path / "pretrained.pt"
+    torch.save({"module": {"word_embeddings.weight": torch.zeros(pad1, 4)}}, released)
+    assert ckpt.embedding_rows(tok, 4, pretrained=released) == pad1
+    assert ckpt.embedding_rows(tok, 1, pretrained=released) == pad1
+    odd = next(t for t in (3, 5, 7, 9, 11) if pad1 % t)
+    with pytest.raises(ValueError, match=f"do not split over tensor-parallel size {odd}"):
+        ckpt.embedding_rows(tok, odd, pretrained=released)
+    other = tmp_path / "other.pt"  # a model of a tokenizer with 128 fewer ids
+    torch.save({"module": {"word_embeddings.weight": torch.zeros(pad1 - 128, 4)}}, other)
+    with pytest.raises(ValueError, match=rf"{pad1 - 128} rows, but the tokenizer .* has {n} tokens"):
+        ckpt.embedding_rows(tok, 1, pretrained=other, tokenizer_path=str(SAMPLE_TOKENIZER))
+    # Our checkpoints: the rows come from meta.json next to the model files, without reading tensors.
+    tag = tmp_path / "run" / "global_step5"
+    tag.mkdir(parents=True)
+    (tmp_path / "run" / "latest").write_text("global_step5")
+    (tag / "mp_rank_00_model_states.pt").write_bytes(b"not read")
+    (tag / "meta.json").write_text(json.dumps({"model_config": {"vocab_size": pad1}}))
+    assert ckpt.embedding_rows(tok, 2, pretrained=tmp_path / "run") == pad1

@@ -181,6 +181,63 @@ def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"--load-pretrained {p}: no mp_rank_XX_model_states.pt, no 'latest' tracker, not a .pt file")
 
 
+def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> int:
+    """Rows of the word-embedding table of a pretrained checkpoint (summed over its TP shards).
+
+    ``meta``: the checkpoint's ``meta.json`` when it has one (ours record the model config); otherwise the
+    table is read from the files (memory-mapped where the serialisation allows it)."""
+    if not (meta and "model_config" in meta):
+        meta = _meta_near(Path(path))
+    if meta and "model_config" in meta:
+        return int(meta["model_config"]["vocab_size"])
+    from model.checkpoint_compat import to_glm_layout
+
+    rows = 0
+    for f in find_pretrained_files(path):
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
+            obj = torch.load(f, map_location="cpu", weights_only=False)
+        w = to_glm_layout(obj).get("word_embeddings.weight") if isinstance(obj, dict) else None
+        if w is None:
+            raise ValueError(f"{f}: no word_embeddings.weight; not a GLM checkpoint")
+        rows += int(w.shape[0])
+    return rows
+
+
+def _meta_near(p: Path) -> dict[str, Any] | None:
+    """The ``meta.json`` of one of our checkpoints given as a save dir, a tag dir or a ZeRO-3 tag dir."""
+    z = _zero3_checkpoint(p)
+    tag_dir = z[0] / z[1] if z else (find_pretrained_files(p)[0].parent if p.exists() else p)
+    f = tag_dir / META
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
+def embedding_rows(tokenizer, tp_size: int, multiple: int = 128, pretrained: str | os.PathLike | None = None,
+                   meta: dict[str, Any] | None = None, tokenizer_path: str = "") -> int:
+    """Rows of the word-embedding table of a model run at ``tp_size``.
+
+    A new model: the tokenizer's ids padded to ``multiple x tp_size``. A model initialised from
+    ``pretrained``: the checkpoint's rows, unchanged, because the weights are loaded strictly. They must be
+    this tokenizer padded to ``multiple x k`` for a TP size ``k`` the source may have been saved at (the
+    one check that the tokenizer is the one the model was trained with) and divide over ``tp_size`` (the
+    table is split in equal parts). So mGLM's released 250,112-row table (250,009 ids padded to 128) runs
+    at TP 1, 2, 4 and 8, although a new model at TP 4 would get 250,368 rows."""
+    if pretrained is None:
+        return tokenizer.padded_vocab_size(multiple, tp_size)
+    rows = pretrained_vocab_rows(pretrained, meta)
+    accepted = {tokenizer.padded_vocab_size(multiple, k) for k in (1, 2, 4, 8, 16, 32, 64)}
+    if rows not in accepted:
+        raise ValueError(f"--load-pretrained {pretrained}: its vocabulary has {rows} rows, but the tokenizer "
+                         f"{tokenizer_path} has {len(tokenizer)} tokens (its padded table has "
+                         f"{' or '.join(map(str, sorted(accepted)))} rows); use the tokenizer the model was "
+                         f"pretrained with")
+    if rows % tp_size:
+        raise ValueError(f"--load-pretrained {pretrained}: its {rows} vocabulary rows do not split over "
+                         f"tensor-parallel size {tp_size}")
+    return rows
+
+
 def _zero3_checkpoint(p: Path) -> tuple[Path, str] | None:
     """(save dir, tag) when ``p`` is a ZeRO-3 checkpoint (partitioned model states, no mp_rank files)."""
     if p.is_dir() and (p / LATEST).is_file():
