@@ -318,3 +318,68 @@ def test_error_probability_out_of_range(store, tmp_path):
         parse_pretrain_args(common(store, tmp_path / "x") + ["--short-seq-prob", "1.5"])
     with pytest.raises(ValueError, match="--block-mask-prob -0.1"):
         parse_pretrain_args(common(store, tmp_path / "x") + ["--block-mask-prob", "-0.1"])
+
+
+# ---------------------------------------------------------- accumulation, resume and logging in-process
+@pytest.mark.slow
+def test_gradient_accumulation_resume_and_logging(store, tmp_path, monkeypatch, capsys):
+    """GAS=2 with the plain engine, in-process: resuming from the step-3 checkpoint repeats the uninterrupted
+    run's losses (the loader restarts at micro-batch 3 x GAS); every interval logs one line and one JSONL row
+    whose lr, tokens/s x ms/step and MFU match closed forms; validation logs loss and perplexity."""
+    import model.glm as glm
+    import pretrain_glm
+
+    # Batches are padded per batch (their length varies): count the tokens each training micro-batch feeds.
+    fed, real_loss = [], glm.glm_lm_loss
+
+    def counting_loss(logits, target, loss_mask, ps=None):
+        if torch.is_grad_enabled():
+            fed.append(target.numel())
+        return real_loss(logits, target, loss_mask, ps)
+
+    monkeypatch.setattr(glm, "glm_lm_loss", counting_loss)
+    monkeypatch.setenv("MGLM_PEAK_TFLOPS", "1.0")  # MFU on: 1e12 FLOP/s per process
+    base = common(store, tmp_path / "a", iters=6, lr_decay_iters=6) + [
+        "--batch-size", "2", "--gradient-accumulation-steps", "2", "--lr", "1e-3", "--warmup", "0.34",
+        "--save-interval", "3", "--log-interval", "3", "--eval-interval", "3", "--eval-iters", "2"]
+    a = pretrain_glm.main(base)
+    printed = capsys.readouterr().out
+    assert a["step"] == 6 and len(a["train_losses"]) == 6 and len(fed) == 12
+
+    # Resume from step 3 into another directory: steps 4-6 see the same micro-batches and weights.
+    b = pretrain_glm.main(base[:base.index("--save")] + ["--save", str(tmp_path / "b")] + base[base.index("--save") + 2:]
+                          + ["--load", str(tmp_path / "a" / "global_step3")])
+    assert len(b["train_losses"]) == 3
+    assert max(abs(x - y) for x, y in zip(b["train_losses"], a["train_losses"][3:], strict=True)) <= 1e-6
+    meta = json.loads((tmp_path / "a" / "global_step3" / "meta.json").read_text())
+    assert meta["step"] == 3 and meta["data_position"] == {"step": 3, "micro_batches": 6, "samples": 12}
+    assert meta["tp_size"] == 1 and meta["dp_size"] == 1 and meta["code_version"]
+
+    # One log line per interval, with the fields the issue lists.
+    lines = [ln for ln in printed.splitlines() if re.search(r"step [36]/6 \| loss ", ln)]
+    assert len(lines) == 2, printed
+    for field_name in ("loss_", "lr ", "grad_norm ", "tokens_per_s ", "ms_per_step ", "mfu "):
+        assert all(field_name in ln for ln in lines), (field_name, lines)
+    assert sum("valid_loss " in ln and "valid_ppl " in ln for ln in printed.splitlines()) == 2
+
+    rows = [json.loads(x) for x in (tmp_path / "a" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["group"] == "train"]
+    valid = [r for r in rows if r["group"] == "valid"]
+    assert [r["step"] for r in train] == [3, 6] and [r["step"] for r in valid] == [3, 6]
+    # lr of the interval's last step (0-based t = 2 and 5); warm-up W = int(0.34 * 6) = 2, linear to 0.1 lr:
+    # t = 2 <= W: 1e-3 * 2/2; t = 5: r = (5-2)/(6-2) = 0.75 -> 1e-3 * (1 - 0.9 * 0.75) = 3.25e-4.
+    assert train[0]["lr"] == pytest.approx(1e-3) and train[1]["lr"] == pytest.approx(3.25e-4)
+    vocab = meta["model_config"]["vocab_size"]
+    flops = 72 * 2 * 64 * 64 + 12 * 2 * 64 * 64 + 6 * vocab * 64  # glm-tiny: L=2, h=64; seq 64
+    for i, r in enumerate(train):
+        # tokens/s x s/step = tokens per step: the interval's 3 steps x GAS 2 micro-batches, over 3 steps
+        assert r["tokens_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(sum(fed[6 * i:6 * i + 6]) / 3, rel=1e-6)
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / 1e12, rel=1e-6)
+        assert r["grad_norm"] > 0 and any(k.startswith("loss_") for k in r)
+    for r in valid:
+        assert r["ppl"] == pytest.approx(math.exp(r["loss"]), rel=1e-6)
+        for k in ("bert", "sentence", "gpt"):
+            if f"loss_{k}" in r:
+                assert r[f"ppl_{k}"] == pytest.approx(math.exp(r[f"loss_{k}"]), rel=1e-6)
+    assert a["valid"] == {k: v for k, v in valid[-1].items() if k not in ("group", "step", "time")}
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "a" / "logs").iterdir())
