@@ -61,13 +61,16 @@ def single_process_group():
     shutdown()
 
 
-def train_with(engine_kind: str, stage: int | None, monkeypatch):
+def train_with(engine_kind: str, stage: int | None, monkeypatch, bf16: bool = False):
     monkeypatch.setenv("LOCAL_RANK", "0")  # DeepSpeed insists on it even with the group already built
     model = make_model()
     optim = OptimArgs(lr=1.0, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.98, adam_eps=1e-6, clip_grad=CLIP)
-    train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=engine_kind == "deepspeed")
+    train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=engine_kind == "deepspeed",
+                      bf16=bf16)
     # The flags fill what the JSON leaves out (lr, clipping, accumulation, micro-batch), as in a real run.
     ds = {"zero_optimization": {"stage": stage}} if engine_kind == "deepspeed" else None
+    if ds is not None and bf16:
+        ds["bf16"] = {"enabled": True}
     # The state a real run has (built from the process group): DeepSpeed's mpu= needs real groups.
     ps = ParallelState.from_torch_distributed(1)
     engine = build_engine(model, groups(model), ps, optim, train, ds, torch.device("cpu"))
@@ -75,7 +78,9 @@ def train_with(engine_kind: str, stage: int | None, monkeypatch):
     norms = []
     for lr, batches in zip(LRS, micro_batches(), strict=True):
         for m, (x, y) in enumerate(batches):
-            loss = F.mse_loss(engine(x), y)
+            # DeepSpeed bf16 holds bf16 weights: float inputs must match them (GLM's are token ids).
+            xin = x.bfloat16() if bf16 and engine_kind == "deepspeed" else x
+            loss = F.mse_loss(engine(xin).float(), y)
             engine.backward(loss)
             r = engine.step(lr)
             assert r.boundary == (m == GAS - 1) and r.applied == r.boundary
@@ -99,6 +104,24 @@ def test_engine_matches_reference_adamw(single_process_group, monkeypatch, engin
         assert all(n is not None for n in norms)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("engine_kind, stage", [
+    ("torch", None), ("deepspeed", 1), ("deepspeed", 2),
+    pytest.param("deepspeed", 0, marks=pytest.mark.xfail(strict=True, reason=(
+        "DeepSpeed 0.19.8 on CPU wraps ZeRO-0 bf16 in FP16_Optimizer over FusedAdam even with torch_adam; "
+        "its weights drift ~4e-2 from AdamW in 4 steps. No bundled config uses ZeRO-0 bf16."))),
+])
+def test_engine_bf16_close_to_fp32_reference(single_process_group, monkeypatch, engine_kind, stage):
+    """bf16 (autocast for the torch engine; bf16 weights with fp32 masters under ZeRO) stays within bf16
+    rounding of the fp32 reference; ignoring the schedule would be ~9e-2 away."""
+    want, want_norms = reference()
+    got, norms = train_with(engine_kind, stage, monkeypatch, bf16=True)
+    worst = max(float((got[k].float() - want[k]).abs().max()) for k in want)
+    assert worst <= 4e-3, worst
+    for n, w in zip(norms, want_norms, strict=True):
+        assert n is not None and n == pytest.approx(w, rel=2e-2)
+
+
 def test_reference_is_sensitive_to_the_schedule():
     """The check above can fail: a constant rate (the schedule ignored) ends at other weights."""
     want, _ = reference()
@@ -109,4 +132,5 @@ def test_reference_is_sensitive_to_the_schedule():
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    assert max(float((model.state_dict()[k] - want[k]).abs().max()) for k in want) > 1e-3
+    # Far outside the bf16 tolerance (4e-3) too.
+    assert max(float((model.state_dict()[k] - want[k]).abs().max()) for k in want) > 2e-2
