@@ -7,7 +7,9 @@
 1. The loop: ``pretrain_glm.main`` (real loader with workers, blank-infilling collator, engine, logging)
    for ``--steps`` steps; tokens/s from its log intervals, the first interval dropped as warm-up.
 2. The bare step: the same model, optimizer and micro-batch shape, forward + backward + AdamW on one
-   pre-built batch, no data pipeline, no logging.
+   pre-built batch, no data pipeline, no logging; ``--steps / 2`` steps before and again after the loop,
+   the rate from the median step time (the loop's from the median interval), so that a load spike on a
+   shared machine biases neither side.
 
 Prints JSON: both rates, ``loop_over_bare`` (1.0 = the loop costs nothing) and the loop overhead in
 percent (goal: < 5 %), plus MFU when a peak is known (``MGLM_PEAK_TFLOPS`` or a recognised GPU).
@@ -30,7 +32,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 
-def bare_step_rate(model_config, batch, steps: int, device, bf16: bool) -> float:
+def bare_step_times(model_config, batch, steps: int, device, bf16: bool) -> list[float]:
+    """Seconds of each of ``steps`` bare steps, after 3 warm-up steps."""
     from model import GLMModel
     from model.glm import glm_lm_loss, param_groups_for_weight_decay
 
@@ -48,16 +51,20 @@ def bare_step_rate(model_config, batch, steps: int, device, bf16: bool) -> float
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(3):
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(steps):
+        sync()
+        t0 = time.perf_counter()
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return b["text"].numel() * steps / (time.perf_counter() - t0)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,14 +94,13 @@ def main(argv: list[str] | None = None) -> dict:
         store = Path(tmp) / "store"
         preprocess([a.corpus, "-o", str(store), "--tokenizer", a.tokenizer, "--no-progress"])
         interval = max(a.steps // 4, 1)
+        # The loop validates once at its last step (not timed); one batch keeps the run short.
         argv_loop = ["--model-config", a.model_config, "--train-data", str(store), "--seq-length", str(a.seq_length),
                      "--batch-size", str(a.batch_size), "--train-iters", str(a.steps), "--log-interval", str(interval),
-                     "--eval-interval", str(10**9), "--save-interval", str(10**9), "--num-workers", str(a.num_workers),
-                     "--log-dir", str(Path(tmp) / "logs"), "--no-tensorboard"] + (["--bf16"] if a.bf16 else [])
+                     "--eval-interval", str(10**9), "--eval-iters", "1", "--save-interval", str(10**9),
+                     "--num-workers", str(a.num_workers), "--log-dir", str(Path(tmp) / "logs"),
+                     "--no-tensorboard"] + (["--bf16"] if a.bf16 else [])
         cfg = parse_pretrain_args(argv_loop)
-        loop = pretrain_glm.run(cfg)
-        rates = [h["tokens_per_s"] for h in loop["history"][1:]]  # drop the warm-up interval
-        loop_rate = statistics.median(rates)
 
         # The bare step on a batch of the same shape distribution (one real collated micro-batch).
         tok = GLMTokenizer(a.tokenizer)
@@ -104,7 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
         batch = collator([ds[i] for i in range(a.batch_size)], 0, mode="bert")
         model_config = pretrain_glm.build_model_config(cfg, tok.padded_vocab_size())
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        bare_rate = bare_step_rate(model_config, batch, a.steps, device, a.bf16)
+        half = max(a.steps // 2, 1)
+        before = bare_step_times(model_config, batch, half, device, a.bf16)
+        loop = pretrain_glm.run(cfg)
+        rates = [h["tokens_per_s"] for h in loop["history"][1:]]  # drop the warm-up interval
+        loop_rate = statistics.median(rates)
+        after = bare_step_times(model_config, batch, half, device, a.bf16)
+        # Medians on both sides: a transient load spike on a shared machine moves neither.
+        tokens = batch["text"].numel()
+        bare_rate = tokens / statistics.median(before + after)
+        bare_before, bare_after = tokens / statistics.median(before), tokens / statistics.median(after)
 
     flops = model_flops_per_token(model_config, a.seq_length)
     peak = pretrain_glm._peak_flops(device)
@@ -116,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "loop_tokens_per_s": round(loop_rate, 1),
         "bare_step_tokens_per_s": round(bare_rate, 1),
+        "bare_before_after_tokens_per_s": [round(bare_before, 1), round(bare_after, 1)],
         "loop_over_bare": round(loop_rate / bare_rate, 4),
         "loop_overhead_percent": round(100 * (1 - loop_rate / bare_rate), 2),
         "loop_mfu": round(loop_rate * flops / peak, 4) if peak else None,

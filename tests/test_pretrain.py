@@ -355,3 +355,142 @@ def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch, capsys):
 
     for lang in open_stores(store):
         assert any(line.split()[:1] == [lang] for line in out.splitlines()), lang
+
+
+# ---------------------------------------------------------- accumulation, resume and logging in-process
+@pytest.mark.slow
+def test_gradient_accumulation_resume_and_logging(store, tmp_path, monkeypatch, capsys):
+    """GAS=2 with the plain engine, in-process: resuming from the step-3 checkpoint repeats the uninterrupted
+    run's losses (the loader restarts at micro-batch 3 x GAS); every interval logs one line and one JSONL row
+    whose lr, tokens/s x ms/step and MFU match closed forms; validation logs loss and perplexity."""
+    import model.glm as glm
+    import pretrain_glm
+
+    # Batches are padded per batch (their length varies): count the tokens each training micro-batch feeds.
+    fed, real_loss = [], glm.glm_lm_loss
+
+    def counting_loss(logits, target, loss_mask, ps=None):
+        if torch.is_grad_enabled():
+            fed.append(target.numel())
+        return real_loss(logits, target, loss_mask, ps)
+
+    monkeypatch.setattr(glm, "glm_lm_loss", counting_loss)
+    monkeypatch.setenv("MGLM_PEAK_TFLOPS", "1.0")  # MFU on: 1e12 FLOP/s per process
+    base = common(store, tmp_path / "a", iters=6, lr_decay_iters=6) + [
+        "--batch-size", "2", "--gradient-accumulation-steps", "2", "--lr", "1e-3", "--warmup", "0.34",
+        "--save-interval", "3", "--log-interval", "3", "--eval-interval", "3", "--eval-iters", "2"]
+    a = pretrain_glm.main(base)
+    printed = capsys.readouterr().out
+    assert a["step"] == 6 and len(a["train_losses"]) == 6 and len(fed) == 12
+
+    # Resume from step 3 into another directory: steps 4-6 see the same micro-batches and weights.
+    b = pretrain_glm.main(base[:base.index("--save")] + ["--save", str(tmp_path / "b")] + base[base.index("--save") + 2:]
+                          + ["--load", str(tmp_path / "a" / "global_step3")])
+    assert len(b["train_losses"]) == 3
+    assert max(abs(x - y) for x, y in zip(b["train_losses"], a["train_losses"][3:], strict=True)) <= 1e-6
+    meta = json.loads((tmp_path / "a" / "global_step3" / "meta.json").read_text())
+    assert meta["step"] == 3 and meta["data_position"] == {"step": 3, "micro_batches": 6, "samples": 12}
+    assert meta["tp_size"] == 1 and meta["dp_size"] == 1 and meta["code_version"]
+
+    # One log line per interval, with the fields the issue lists.
+    lines = [ln for ln in printed.splitlines() if re.search(r"step [36]/6 \| loss ", ln)]
+    assert len(lines) == 2, printed
+    for field_name in ("loss_", "lr ", "grad_norm ", "tokens_per_s ", "ms_per_step ", "mfu "):
+        assert all(field_name in ln for ln in lines), (field_name, lines)
+    assert sum("valid_loss " in ln and "valid_ppl " in ln for ln in printed.splitlines()) == 2
+
+    rows = [json.loads(x) for x in (tmp_path / "a" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["group"] == "train"]
+    valid = [r for r in rows if r["group"] == "valid"]
+    assert [r["step"] for r in train] == [3, 6] and [r["step"] for r in valid] == [3, 6]
+    # lr of the interval's last step (0-based t = 2 and 5); warm-up W = int(0.34 * 6) = 2, linear to 0.1 lr:
+    # t = 2 <= W: 1e-3 * 2/2; t = 5: r = (5-2)/(6-2) = 0.75 -> 1e-3 * (1 - 0.9 * 0.75) = 3.25e-4.
+    assert train[0]["lr"] == pytest.approx(1e-3) and train[1]["lr"] == pytest.approx(3.25e-4)
+    vocab = meta["model_config"]["vocab_size"]
+    flops = 72 * 2 * 64 * 64 + 12 * 2 * 64 * 64 + 6 * vocab * 64  # glm-tiny: L=2, h=64; seq 64
+    for i, r in enumerate(train):
+        # tokens/s x s/step = tokens per step: the interval's 3 steps x GAS 2 micro-batches, over 3 steps
+        assert r["tokens_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(sum(fed[6 * i:6 * i + 6]) / 3, rel=1e-6)
+        assert r["mfu"] == pytest.approx(r["tokens_per_s"] * flops / 1e12, rel=1e-6)
+        assert r["grad_norm"] > 0 and any(k.startswith("loss_") for k in r)
+    for r in valid:
+        assert r["ppl"] == pytest.approx(math.exp(r["loss"]), rel=1e-6)
+        for k in ("bert", "sentence", "gpt"):
+            if f"loss_{k}" in r:
+                assert r[f"ppl_{k}"] == pytest.approx(math.exp(r[f"loss_{k}"]), rel=1e-6)
+    assert a["valid"] == {k: v for k, v in valid[-1].items() if k not in ("group", "step", "time")}
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "a" / "logs").iterdir())
+
+
+def test_error_model_does_not_divide_over_tp_size(store, tmp_path):
+    """At TP 4, a model whose 2 heads cannot be split over 4 ranks is refused, naming the file and the field
+    (the model config is checked against --model-parallel-size, not only against itself)."""
+    from pretrain_glm import build_model_config
+    from training.arguments import parse_pretrain_args
+
+    cfg = parse_pretrain_args(common(store, tmp_path / "x") + ["--model-parallel-size", "4",
+                                                               "--num-attention-heads", "2"])
+    with pytest.raises(ValueError) as e:
+        build_model_config(cfg, vocab_size=128 * 4 * 3)
+    assert "glm-tiny.json" in str(e.value) and "num_attention_heads=2" in str(e.value)
+    assert "tensor_parallel_size=4" in str(e.value)
+    # The same model at TP 2 is fine, so it is the TP size that the check is about.
+    cfg2 = parse_pretrain_args(common(store, tmp_path / "x") + ["--model-parallel-size", "2",
+                                                                "--num-attention-heads", "2"])
+    assert build_model_config(cfg2, vocab_size=128 * 4 * 3).num_attention_heads == 2
+
+
+@pytest.mark.parametrize("name, stage, precision", [("zero1_bf16", 1, "bf16"), ("zero2_fp16", 2, "fp16"),
+                                                    ("zero3_offload_bf16", 3, "bf16"), ("cpu_tiny", 0, None),
+                                                    ("cpu_demo", 0, None)])
+def test_bundled_deepspeed_configs(name, stage, precision, monkeypatch):
+    """Every config/ds JSON is accepted by the front end and says what its name promises."""
+    from training.arguments import parse_pretrain_args
+
+    monkeypatch.chdir(REPO)
+    path = f"config/ds/{name}.json"
+    cfg = parse_pretrain_args(["--deepspeed", "--deepspeed_config", path])
+    t, ds = cfg.train, cfg.ds_config
+    assert t.deepspeed and t.zero_stage == stage
+    assert t.bf16 == (precision == "bf16") and t.fp16 == (precision == "fp16")
+    assert ds["gradient_clipping"] == cfg.optim.clip_grad == 1.0
+    if precision == "fp16":
+        assert ds["fp16"]["loss_scale"] == 0  # 0 = dynamic loss scaling
+    if name == "zero3_offload_bf16":
+        z = ds["zero_optimization"]
+        assert z["offload_optimizer"]["device"] == "cpu" and z["offload_param"]["device"] == "cpu"
+    if name.startswith("zero"):  # the mGLM optimizer (reference 1.5): Adam lr 1e-4, betas 0.9/0.98, eps 1e-6, wd 0.01
+        assert (cfg.optim.lr, cfg.optim.adam_beta1, cfg.optim.adam_beta2) == (1e-4, 0.9, 0.98)
+        assert (cfg.optim.adam_eps, cfg.optim.weight_decay) == (1e-6, 0.01)
+
+
+def test_launcher_builds_the_mglm_recipe(store, tmp_path, monkeypatch):
+    """scripts/ds_pretrain_multilingual.sh (default preset) with a stand-in launcher: the env vars reach the
+    deepspeed command, the arguments parse into the mGLM recipe, and extra flags override it."""
+    from training.arguments import parse_pretrain_args
+
+    fake = tmp_path / "deepspeed"
+    fake.write_text("#!/bin/sh\necho \"$@\"\n")
+    fake.chmod(0o755)
+    (tmp_path / "hostfile").write_text("node1 slots=8\nnode2 slots=8\n")
+    e = env()
+    e.update(DEEPSPEED=str(fake), PY=PY, NUM_GPUS="8", NUM_NODES="2", HOSTFILE=str(tmp_path / "hostfile"),
+             MP_SIZE="2", DATA=str(store), SAVE=str(tmp_path / "save"), MASTER_PORT="29123")
+    p = subprocess.run(["bash", "scripts/ds_pretrain_multilingual.sh", "--train-iters", "7", "--lr-decay-iters", "5"],
+                       cwd=REPO, env=e, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.split()
+    launcher, args = out[:out.index("pretrain_glm.py")], out[out.index("pretrain_glm.py") + 1:]
+    opt = {launcher[i]: launcher[i + 1] for i in range(0, len(launcher) - 1) if launcher[i].startswith("--")}
+    assert opt["--num_nodes"] == "2" and opt["--num_gpus"] == "8" and opt["--master_port"] == "29123"
+    assert opt["--hostfile"] == str(tmp_path / "hostfile")
+    monkeypatch.chdir(REPO)
+    cfg = parse_pretrain_args(args)
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    assert cfg.model.model_config == "config/model/mglm-1b.json" and t.deepspeed_config == "config/ds/zero1_bf16.json"
+    assert (d.bert_prob, d.gap_sentence_prob, d.dataset_temperature) == (0.5, 0.3, 0.3)  # gpt: the other 0.2
+    assert (d.avg_block_length, d.gpt_min_ratio, d.block_mask_prob, d.short_seq_prob) == (3, 0.25, 0.1, 0.02)
+    assert o.lr == 1e-4 and o.lr_decay_style == "linear" and o.lr_decay_ratio == 0.1 and o.warmup == 0.02
+    assert t.model_parallel_size == 2 and t.save == str(tmp_path / "save") and d.train_data == (str(store),)
+    assert d.seq_length == 512 and t.bf16 and t.batch_size == 10 and t.gradient_accumulation_steps == 4
+    assert t.train_iters == 7 and o.lr_decay_iters == 5  # the extra flags came last and won
