@@ -149,7 +149,8 @@ def run(cfg: FinetuneConfig) -> dict:
         state = LoopState()
         best = {"score": None, "step": None, "dev": {}}
         if t.load:
-            ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / load_tag}")
+            ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size,
+                                  f"--load {load_dir / load_tag}", ps.dp_size)
             engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim)
             ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker)
             state.step = int(load_meta["step"])

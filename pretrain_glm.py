@@ -200,7 +200,7 @@ def run(cfg: PretrainConfig) -> dict:
         if t.load:
             load_dir, tag = ckpt.resolve(t.load)
             meta = ckpt.read_meta(load_dir, tag)
-            ckpt.check_compatible(meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / tag}")
+            ckpt.check_compatible(meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / tag}", ps.dp_size)
             engine.load(str(load_dir), tag, load_optimizer=not t.no_load_optim)
             ckpt.load_rng(load_dir, tag, info.rank, ps.rng_tracker)
             state.step = int(meta["step"])

@@ -175,3 +175,26 @@ def test_embedding_rows_keep_a_pretrained_table(tmp_path):
     (tag / "mp_rank_00_model_states.pt").write_bytes(b"not read")
     (tag / "meta.json").write_text(json.dumps({"model_config": {"vocab_size": pad1}}))
     assert ckpt.embedding_rows(tok, 2, pretrained=tmp_path / "run") == pad1
+
+
+def test_resave_of_the_latest_step_never_leaves_latest_dangling(tmp_path):
+    """Saving the step ``latest`` names again replaces it via a rename aside; if a crash left only that
+    copy (``<tag>.old``), --load falls back to it instead of failing."""
+    model = make_model()
+    eng = engine_for(model)
+    meta = {"tp_size": 1, "dp_size": 1, "model_config": model.config.to_dict()}
+    ckpt.save_checkpoint(eng, tmp_path, 5, meta, {"iteration": 5}, rank=0)
+    ckpt.save_checkpoint(eng, tmp_path, 5, meta, {"iteration": 5}, rank=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step5", "latest"]
+    assert ckpt.resolve(tmp_path) == (tmp_path, "global_step5")
+    (tmp_path / "global_step5").rename(tmp_path / "global_step5.old")  # the state between the two renames
+    assert ckpt.resolve(tmp_path) == (tmp_path, "global_step5.old")
+    assert ckpt.read_meta(tmp_path, "global_step5.old")["step"] == 5
+
+
+def test_check_compatible_refuses_another_dp_size():
+    cfg = dict(CFG)
+    meta = {"tp_size": 1, "dp_size": 2, "model_config": cfg}
+    ckpt.check_compatible(meta, cfg, 1, "--load x", dp_size=2)
+    with pytest.raises(ValueError, match="--load x: checkpoint was written with data-parallel size 2, this run uses 4"):
+        ckpt.check_compatible(meta, cfg, 1, "--load x", dp_size=4)

@@ -105,12 +105,7 @@ def test_engine_matches_reference_adamw(single_process_group, monkeypatch, engin
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine_kind, stage", [
-    ("torch", None), ("deepspeed", 1), ("deepspeed", 2),
-    pytest.param("deepspeed", 0, marks=pytest.mark.xfail(strict=True, reason=(
-        "DeepSpeed 0.19.8 on CPU wraps ZeRO-0 bf16 in FP16_Optimizer over FusedAdam even with torch_adam; "
-        "its weights drift ~4e-2 from AdamW in 4 steps. No bundled config uses ZeRO-0 bf16."))),
-])
+@pytest.mark.parametrize("engine_kind, stage", [("torch", None), ("deepspeed", 1), ("deepspeed", 2)])
 def test_engine_bf16_close_to_fp32_reference(single_process_group, monkeypatch, engine_kind, stage):
     """bf16 (autocast for the torch engine; bf16 weights with fp32 masters under ZeRO) stays within bf16
     rounding of the fp32 reference; ignoring the schedule would be ~9e-2 away."""
@@ -134,3 +129,20 @@ def test_reference_is_sensitive_to_the_schedule():
         opt.zero_grad(set_to_none=True)
     # Far outside the bf16 tolerance (4e-3) too.
     assert max(float((model.state_dict()[k] - want[k]).abs().max()) for k in want) > 2e-2
+
+
+def test_zero0_bf16_on_cpu_and_a_contradicting_train_batch_size_are_refused(single_process_group, monkeypatch):
+    """DeepSpeed 0.19.8 on CPU wraps ZeRO-0 bf16 in FP16_Optimizer over FusedAdam even with torch_adam; its
+    weights drifted ~4e-2 from AdamW in the 4 steps above (ZeRO-1/2 bf16: 1.6e-3), so it is refused. A JSON
+    train_batch_size that is not micro x accumulation x DP gets our one-line error, not DeepSpeed's assert."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    optim = OptimArgs(lr=1.0, clip_grad=CLIP)
+    train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=True, bf16=True)
+    ps = ParallelState.from_torch_distributed(1)
+    model = make_model()
+    with pytest.raises(ValueError, match="ZeRO stage 0 with bf16 trains incorrectly on CPU"):
+        build_engine(model, groups(model), ps, optim, train, {"bf16": {"enabled": True}}, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"train_batch_size = 16 .* micro-batch 4 x gradient accumulation 2 x "
+                                         r"data-parallel size 1 = 8"):
+        build_engine(model, groups(model), ps, optim, train,
+                     {"train_batch_size": 16, "zero_optimization": {"stage": 1}}, torch.device("cpu"))

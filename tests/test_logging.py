@@ -36,3 +36,20 @@ def test_metrics_jsonl_and_rank_gating(tmp_path):
     assert "nan" not in rows[0] and "none" not in rows[0]  # non-finite values are not written as invalid JSON
     MetricsWriter(tmp_path / "r1", rank=1, tensorboard=False).scalars("train", {"loss": 1.0}, step=1)
     assert not (tmp_path / "r1").exists()
+
+
+def test_resume_purges_the_repeated_steps_from_metrics_jsonl(tmp_path):
+    """A run resumed at step 4 repeats steps 4..: their old rows go, earlier rows and other lines stay."""
+    w = MetricsWriter(tmp_path, rank=0, tensorboard=False)
+    for step in range(1, 7):
+        w.scalars("train", {"loss": float(step)}, step=step)
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write("not json\n")
+    w = MetricsWriter(tmp_path, rank=0, tensorboard=False, purge_step=4)
+    w.scalars("train", {"loss": 40.0}, step=4)
+    w.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert "not json" in lines
+    rows = [json.loads(x) for x in lines if x != "not json"]
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]

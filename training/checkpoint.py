@@ -29,6 +29,7 @@ import torch.distributed as dist
 
 META = "meta.json"
 LATEST = "latest"
+OLD = ".old"  # a checkpoint being replaced by a re-save of the same step
 PARTIAL = ".partial"
 
 
@@ -90,10 +91,13 @@ def save_checkpoint(engine, save_dir: str | os.PathLike, step: int, meta: dict[s
         meta = {**meta, "step": step, "tag": tag, "code_version": code_version()}
         _write_atomic(save_dir / partial / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
         final = save_dir / tag
-        if final.exists():  # a re-run saving the same step replaces it
-            shutil.rmtree(final)
+        old = save_dir / (tag + OLD)
+        if final.exists():  # a re-run saving the same step replaces it: move it aside, never delete first,
+            shutil.rmtree(old, ignore_errors=True)  # so a crash between the renames leaves a loadable copy
+            os.replace(final, old)  # (``resolve`` falls back to it)
         os.replace(save_dir / partial, final)
         _write_atomic(save_dir / LATEST, tag)
+        shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return save_dir / tag
 
@@ -114,6 +118,8 @@ def resolve(load: str | os.PathLike) -> tuple[Path, str]:
         raise FileNotFoundError(f"--load {p}: no such checkpoint directory")
     if (p / LATEST).is_file():
         tag = (p / LATEST).read_text(encoding="utf-8").strip()
+        if not (p / tag / META).is_file() and (p / (tag + OLD) / META).is_file():
+            return p, tag + OLD  # a crash while the same step was being re-saved: the previous copy is whole
         if not (p / tag / META).is_file():
             raise FileNotFoundError(f"{p / LATEST} names tag {tag!r} but {p / tag / META} is missing (incomplete checkpoint)")
         return p, tag
@@ -127,8 +133,17 @@ def read_meta(load_dir: Path, tag: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size: int, where: str) -> None:
-    """Refuse a resume into another TP size or architecture, naming what differs."""
+def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size: int, where: str,
+                     dp_size: int | None = None) -> None:
+    """Refuse a resume into another TP size, DP size or architecture, naming what differs.
+
+    DP size: an exact resume needs it (ZeRO partitions of the optimizer state and the position in the data
+    order are per DP rank); ``--load-pretrained`` starts from the weights at any size."""
+    if dp_size is not None and meta.get("dp_size") is not None and meta["dp_size"] != dp_size:
+        raise ValueError(
+            f"{where}: checkpoint was written with data-parallel size {meta['dp_size']}, this run uses {dp_size}; "
+            "resume with the same number of processes per TP group, or start from its weights with "
+            "--load-pretrained")
     if meta.get("tp_size") != tp_size:
         raise ValueError(
             f"{where}: checkpoint was written with tensor-parallel size {meta.get('tp_size')}, this run uses "

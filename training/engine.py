@@ -213,6 +213,18 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_stat
                      ("betas", [optim.adam_beta1, optim.adam_beta2]), ("eps", optim.adam_eps)):
             ds["optimizer"]["params"].setdefault(k, v)
         ds.setdefault("steps_per_print", 10**9)
+        want = ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * parallel_state.dp_size
+        if "train_batch_size" in ds and int(ds["train_batch_size"]) != want:
+            raise ValueError(
+                f"train_batch_size = {ds['train_batch_size']} in the DeepSpeed JSON, but micro-batch "
+                f"{ds['train_micro_batch_size_per_gpu']} x gradient accumulation {ds['gradient_accumulation_steps']}"
+                f" x data-parallel size {parallel_state.dp_size} = {want}; remove it from the JSON or make them agree")
+        stage = int((ds.get("zero_optimization") or {}).get("stage", 0) or 0)
+        if device.type == "cpu" and stage == 0 and (ds.get("bf16") or {}).get("enabled"):
+            # Measured (tests/test_engine.py): DeepSpeed 0.19 wraps ZeRO-0 bf16 on CPU in FP16_Optimizer over
+            # FusedAdam even with torch_adam, and the weights drift ~4e-2 from AdamW in 4 steps.
+            raise ValueError("DeepSpeed ZeRO stage 0 with bf16 trains incorrectly on CPU (DeepSpeed 0.19); use "
+                             "zero_optimization.stage 1 or 2, or the plain torch engine with --bf16")
         engine = DeepSpeedEngine(model, param_groups, parallel_state, ds)
     else:
         engine = TorchEngine(model, param_groups, parallel_state, lr=optim.lr,

@@ -58,7 +58,10 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(logdir=str(self.log_dir), purge_step=purge_step)
-        self._jsonl = open(self.log_dir / "metrics.jsonl", "a", encoding="utf-8")
+        jsonl = self.log_dir / "metrics.jsonl"
+        if purge_step is not None and jsonl.is_file():
+            _drop_rows_from(jsonl, purge_step)
+        self._jsonl = open(jsonl, "a", encoding="utf-8")
 
     def scalars(self, group: str, values: dict[str, float], step: int) -> None:
         if not self.enabled:
@@ -76,6 +79,23 @@ class MetricsWriter:
         if self._jsonl is not None:
             self._jsonl.close()
         self._tb = self._jsonl = None
+
+
+def _drop_rows_from(path: Path, step: int) -> None:
+    """A resumed run repeats the steps after its checkpoint: drop their rows (as TensorBoard's purge_step
+    does for events) so ``metrics.jsonl`` holds each step once. Rewritten atomically; unreadable lines
+    are kept as they are."""
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            row_step = json.loads(line).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            row_step = None
+        if not (isinstance(row_step, int) and row_step >= step):
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def format_line(step: int, total: int, values: dict[str, float | None]) -> str:
