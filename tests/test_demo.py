@@ -10,17 +10,11 @@ from conftest import SAMPLE_TOKENIZER
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_short(tmp_path, capfd, monkeypatch):
-    import logging
-
+def test_demo_end_to_end_short(tmp_path, capfd):
     import torch
 
     from tools.demo import main
-    from training.logging import LOGGER_NAME
 
-    # The project logger's handler holds the sys.stdout of the test that first made it (pytest swaps
-    # sys.stdout per test): start with none, so the demo's log lines reach this test's capture.
-    monkeypatch.setattr(logging.getLogger(LOGGER_NAME), "handlers", [])
     out = tmp_path / "demo"
     r = main(["--out", str(out), "--pretrain-iters", "4", "--finetune-epochs", "1"])
     printed = capfd.readouterr()

@@ -34,7 +34,7 @@ class _StdoutHandler(logging.StreamHandler):
 def get_logger(rank: int = 0) -> logging.Logger:
     """The project logger; INFO on rank 0, WARNING elsewhere. Idempotent."""
     log = logging.getLogger(LOGGER_NAME)
-    if not log.handlers:
+    if not any(isinstance(h, _StdoutHandler) for h in log.handlers):
         h = _StdoutHandler()
         h.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
         log.addHandler(h)
