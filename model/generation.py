@@ -322,8 +322,34 @@ def _sample(logits: torch.Tensor, generators: list[torch.Generator]) -> torch.Te
 TokenCallback = Callable[[int, int], None]
 
 
+StopSync = Callable[[bool], bool]
+
+
+def _stop(local_done: bool, stop_sync: StopSync | None) -> bool:
+    return stop_sync(local_done) if stop_sync is not None else local_done
+
+
+def all_ranks_done(group, device) -> StopSync:
+    """A ``stop_sync`` for ``generate_blank``: decoding stops when every rank of ``group`` is done.
+
+    Needed when the ranks of a data-parallel group decode different batches through a collective forward
+    (ZeRO-3 gathers each layer's parameters from all DP ranks): a rank that stopped early would leave the
+    others waiting in the gather. A rank already done keeps stepping with its rows padded, which leaves
+    its results unchanged; every rank then runs the same number of forward calls. One all-reduce of one
+    integer per generated token."""
+    import torch.distributed as dist
+
+    def stop(local_done: bool) -> bool:
+        flag = torch.tensor([1 if local_done else 0], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+        return bool(flag.item())
+
+    return stop
+
+
 def _greedy_or_sample(decoder, B: int, expand: int, config: GenerationConfig, special: SpecialTokens,
-                      device, on_token: TokenCallback | None) -> list[list[GenerationResult]]:
+                      device, on_token: TokenCallback | None,
+                      stop_sync: StopSync | None = None) -> list[list[GenerationResult]]:
     R = B * expand
     generators = [torch.Generator().manual_seed(config.seed + (r % expand)) for r in range(R)]
     generated = torch.zeros(R, 0, dtype=torch.long, device=device)
@@ -353,7 +379,7 @@ def _greedy_or_sample(decoder, B: int, expand: int, config: GenerationConfig, sp
         ended |= is_end
         finished |= is_end
         generated = torch.cat([generated, tok.view(-1, 1)], dim=1)
-        if bool(finished.all()):
+        if _stop(bool(finished.all()), stop_sync):
             break
     out = []
     g = generated.tolist()
@@ -390,7 +416,7 @@ class _Hypotheses:
 
 
 def _beam_search(decoder, B: int, config: GenerationConfig, special: SpecialTokens,
-                 device) -> list[list[GenerationResult]]:
+                 device, stop_sync: StopSync | None = None) -> list[list[GenerationResult]]:
     nb = config.num_beams
     R = B * nb
     beam_scores = torch.full((B, nb), NEG_INF, dtype=torch.float64, device=device)
@@ -434,7 +460,7 @@ def _beam_search(decoder, B: int, config: GenerationConfig, special: SpecialToke
         beam_scores = torch.tensor(next_scores, dtype=torch.float64, device=device)
         generated = torch.cat([generated.index_select(0, src), torch.tensor(next_tokens, device=device).view(-1, 1)],
                               dim=1)
-        if all(done):
+        if _stop(all(done), stop_sync):
             break
         decoder.reorder(src)
     gen_list = generated.tolist()
@@ -468,12 +494,15 @@ def _check_lengths(model, layouts: Sequence[BlankLayout], config: GenerationConf
 
 def generate_blank(model, tokens: SpecialTokens, layouts: Sequence[BlankLayout], mask_positions: Sequence[int],
                    config: GenerationConfig, on_token: TokenCallback | None = None,
-                   prefix_cache: KVCache | None = None) -> list[list[GenerationResult]]:
+                   prefix_cache: KVCache | None = None,
+                   stop_sync: StopSync | None = None) -> list[list[GenerationResult]]:
     """Decode the blank at ``mask_positions[b]`` after each row's ``layouts[b]`` (Part A + earlier spans).
 
     Returns per row the ``num_return_sequences`` results, best first. ``on_token(row, token)`` is called for
     every generated non-end token of greedy / sampling rows (``row = b * num_return_sequences + j``).
     ``prefix_cache`` (one row): keys/values of a prefix of ``layouts[0]``, extended in place to all of it.
+    ``stop_sync(all rows of this call done) -> stop now``: decoding stops early only when it says so
+    (``all_ranks_done`` for data-parallel ranks whose forward is collective).
     """
     config.validate()
     _check_lengths(model, layouts, config)
@@ -490,8 +519,8 @@ def generate_blank(model, tokens: SpecialTokens, layouts: Sequence[BlankLayout],
             else:
                 decoder = _UncachedDecoder(model, layouts, mpos, expand, tokens.sop_id)
             if config.mode == "beam":
-                return _beam_search(decoder, len(layouts), config, tokens, device)
-            return _greedy_or_sample(decoder, len(layouts), expand, config, tokens, device, on_token)
+                return _beam_search(decoder, len(layouts), config, tokens, device, stop_sync)
+            return _greedy_or_sample(decoder, len(layouts), expand, config, tokens, device, on_token, stop_sync)
     finally:
         model.train(was_training)
 

@@ -119,11 +119,15 @@ class GenerationTask(Task):
 
     def predict(self, engine, batch: dict[str, Any], ps) -> list[tuple[str, float]]:
         """``(generated text, score)`` per sample (beam score: sum log p / len**length_penalty)."""
-        from model.generation import blank_layout, generate_blank
+        from model.generation import all_ranks_done, blank_layout, generate_blank
 
         model = getattr(engine, "module", engine)
         layouts = [blank_layout(src, [], self.special.sop_id) for src in batch["sources"]]
-        results = generate_blank(model, self.special, layouts, batch["mask_positions"], self.generation)
+        # DP ranks decode different batches; under ZeRO-3 every forward gathers parameters from all of them,
+        # so they stop together (each rank's results are unchanged by the extra padded steps).
+        sync = all_ranks_done(ps.dp_group, batch["text"].device) if ps.dp_size > 1 else None
+        results = generate_blank(model, self.special, layouts, batch["mask_positions"], self.generation,
+                                 stop_sync=sync)
         return [(self.tokenizer.decode(r[0].tokens).strip(), float(r[0].score)) for r in results]
 
     def prediction_records(self, examples: Sequence[Any], preds: Sequence[Any]) -> list[dict[str, Any]]:

@@ -319,3 +319,72 @@ def test_tp2_generation_equals_tp1(model):
         assert [[t for t, _ in row] for row in got] == [[t for t, _ in row] for row in want], mode
         np.testing.assert_allclose([s for row in got for _, s in row], [s for row in want for _, s in row],
                                    atol=1e-4)
+
+
+# ------------------------------------------------------------------------ data-parallel synchronised stop
+def _decode(model, special, ctx, kw, stop_sync=None):
+    from model.generation import generate_blank
+
+    layout = blank_layout(ctx, [], special.sop_id)
+    mpos = ctx.index(MASK)
+    res = generate_blank(model, special, [layout], [mpos], GenerationConfig(max_new_tokens=8, **kw),
+                         stop_sync=stop_sync)
+    return [(r.tokens, round(r.score, 6), r.ended) for r in res[0]]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_stepping_on_after_done_leaves_results_unchanged(model, mode):
+    """A rank that is done but kept stepping (its DP peers are not) returns what it returned alone."""
+    ctx = context(12, 2)
+    # Half the vocabulary ends a row: every mode is done well before 8 tokens.
+    special = SpecialTokens(SOP, (EOP, *range(1, 240, 2)), SPECIAL.mask_ids, 0, 250)
+    local = []
+
+    def plain(local_done):  # the default behaviour, observed
+        local.append(local_done)
+        return local_done
+
+    alone = _decode(model, special, ctx, MODES[mode], plain)
+    if mode != "beam":  # (4 beams at length penalty 1 keep improving for all 8 tokens)
+        assert len(local) < 8 and local[-1] is True
+    steps = []
+
+    def never_stop(local_done):
+        steps.append(local_done)
+        return False
+
+    assert _decode(model, special, ctx, MODES[mode], never_stop) == alone
+    assert len(steps) == 8 and steps[:len(local)] == local  # ran on to max_new_tokens after being done
+
+
+def _dp_stop_worker(rank: int, world: int) -> dict:
+    import torch.distributed as dist
+
+    from model.generation import all_ranks_done
+
+    model = tiny_model()
+    ctx = context(12, 2 + rank)
+    special = special_ending(model, ctx) if rank == 0 else SPECIAL  # rank 0 ends early, rank 1 runs on
+    out = {}
+    for mode, kw in MODES.items():
+        calls = []
+        sync = all_ranks_done(dist.group.WORLD, torch.device("cpu"))
+
+        def counted(local_done, sync=sync, calls=calls):
+            calls.append(local_done)
+            return sync(local_done)
+
+        out[mode] = (_decode(model, special, ctx, kw, counted), _decode(model, special, ctx, kw), len(calls))
+    return out
+
+
+@pytest.mark.slow
+def test_dp_ranks_stop_together_with_their_own_results():
+    """Two gloo ranks decode different contexts (one ends early): with ``all_ranks_done`` both run the same
+    number of steps, and each rank's results equal its unsynchronised ones."""
+    results = run_distributed(_dp_stop_worker, 2)
+    for mode in MODES:
+        (synced0, alone0, n0), (synced1, alone1, n1) = results[0][mode], results[1][mode]
+        assert synced0 == alone0 and synced1 == alone1, mode
+        assert n0 == n1, (mode, n0, n1)
+    assert any(len(results[0][m][1][0][0]) < 8 for m in MODES)  # rank 0 really was done early
