@@ -235,6 +235,17 @@ def _run(task, data, save, *extra):
         *extra])
 
 
+def _tydiqa_with_english_dev_in_train(data: Path) -> Path:
+    """The GoldP fixture with the English dev questions added to the training file, so a tiny model can
+    learn to answer some of them (non-trivial scores; answers of several lengths)."""
+    (data / "tydiqa-goldp-v1.1-train").mkdir(parents=True)
+    shutil.copytree(TASKS / "tydiqa" / "tydiqa-goldp-v1.1-dev", data / "tydiqa-goldp-v1.1-dev")
+    train = json.loads((TASKS / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json").read_text())
+    train["data"] += json.loads((data / "tydiqa-goldp-v1.1-dev" / "tydiqa-goldp-dev-english.json").read_text())["data"]
+    (data / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json").write_text(json.dumps(train))
+    return data
+
+
 @pytest.mark.slow
 def test_finetune_end_to_end_and_official_scoring(tmp_path):
     from tools.evaluate import main as evaluate
@@ -244,12 +255,7 @@ def test_finetune_end_to_end_and_official_scoring(tmp_path):
     try:
         # The GoldP layout with the English dev questions added to the training file, so a tiny model can
         # learn to answer some of them (non-trivial scores to compare with the official scorer).
-        data = tmp_path / "tydiqa"
-        (data / "tydiqa-goldp-v1.1-train").mkdir(parents=True)
-        shutil.copytree(TASKS / "tydiqa" / "tydiqa-goldp-v1.1-dev", data / "tydiqa-goldp-v1.1-dev")
-        train = json.loads((TASKS / "tydiqa" / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json").read_text())
-        train["data"] += json.loads((data / "tydiqa-goldp-v1.1-dev" / "tydiqa-goldp-dev-english.json").read_text())["data"]
-        (data / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json").write_text(json.dumps(train))
+        data = _tydiqa_with_english_dev_in_train(tmp_path / "tydiqa")
         r = _run("tydiqa", data, tmp_path / "ty", "--epochs", "30", "--eval-epoch", "30", "--batch-size", "3")
         dev_files = TASKS / "tydiqa" / "tydiqa-goldp-v1.1-dev"
         losses = r["train_losses"]
@@ -320,6 +326,51 @@ def test_real_xquad_twelve_languages_end_to_end(tmp_path):
         assert official["f1"] == pytest.approx(scores["f1"], abs=1e-9), lang
     mean_f1 = sum(r["dev"][lang]["f1"] for lang in XQUAD_LANGS) / 12
     assert r["dev"]["avg"]["f1"] == pytest.approx(mean_f1)
+
+
+@pytest.mark.slow
+def test_zero3_two_dp_ranks_decode_like_one_process(tmp_path):
+    """Under ZeRO-3 every forward gathers each layer's parameters from all DP ranks, so two ranks whose
+    questions end at different steps must decode in lockstep: under torchrun they finish (no hang) and
+    predict exactly what one process predicts from the same weights."""
+    import os
+    import subprocess
+    import sys
+
+    from training.distributed import free_port
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    data = _tydiqa_with_english_dev_in_train(tmp_path / "tydiqa")
+    try:  # a model that answers the English questions it saw and not the others: unequal decode lengths
+        _run("tydiqa", data, tmp_path / "trained", "--epochs", "30", "--eval-epoch", "30", "--batch-size", "3")
+        one = _run("tydiqa", data, tmp_path / "one", "--epochs", "0", "--load-pretrained", str(tmp_path / "trained"))
+    finally:
+        torch.set_num_threads(n)
+    ds = tmp_path / "zero3.json"
+    ds.write_text(json.dumps({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1,
+                              "zero_optimization": {"stage": 3}}))
+    args = ["--task", "tydiqa", "--data-dir", str(data), "--tokenizer-model", str(SAMPLE_TOKENIZER),
+            "--model-config", str(REPO / "config/model/glm-tiny.json"), "--hidden-dropout", "0",
+            "--attention-dropout", "0", "--seq-length", "64", "--tgt-seq-length", "8", "--batch-size", "4",
+            "--save", str(tmp_path / "two"), "--device", "cpu", "--no-tensorboard", "--epochs", "0",
+            "--load-pretrained", str(tmp_path / "trained"), "--deepspeed", "--deepspeed_config", str(ds)]
+    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port",
+           str(free_port()), "finetune_glm.py", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(REPO)}
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["world"] == {"tp": 1, "dp": 2}
+    assert two["dev"] == one["dev"]
+    answers = {}
+    for lang in ("en", "fi", "ru"):
+        a = json.loads((tmp_path / "one" / "predictions" / f"tydiqa-dev-{lang}.json").read_text())
+        b = json.loads((tmp_path / "two" / "predictions" / f"tydiqa-dev-{lang}.json").read_text())
+        assert a == b, lang
+        answers.update(a)
+    assert len({len(v) for v in answers.values()}) > 1  # the decodes really had different lengths
 
 
 def test_mglm_metric_is_reported_when_a_transliterator_is_available():
