@@ -136,6 +136,7 @@ class DeepSpeedEngine:
         )
         self.module = self.engine.module
         self.grad_accum = self.engine.gradient_accumulation_steps()
+        undo_wrapper_construction_step(self.optimizer)
 
     def __call__(self, *args, **kwargs):
         return self.engine(*args, **kwargs)
@@ -182,6 +183,42 @@ class DeepSpeedEngine:
         return client_state or {}
 
 
+def undo_wrapper_construction_step(optimizer) -> bool:
+    """Undo the optimizer step DeepSpeed's ZeRO-0 bf16 wrapper takes while being built.
+
+    Without ZeRO, DeepSpeed (0.19) wraps a bf16 model in ``FP16_Optimizer`` (over FusedAdam) or
+    ``FP16_UnfusedOptimizer`` (over any other optimizer, e.g. torch AdamW); both "initialise the optimizer
+    states" by calling the inner ``step()`` once with all-zero gradients. For decoupled AdamW that step is
+    not a no-op: it shrinks every fp32 master weight of a decayed group by ``1 - lr_json * weight_decay``
+    (0.9 at lr 1, decay 0.1) while the bf16 model weights keep their values, and it advances Adam's step
+    count t by one, so every later bias correction uses t + 1 (at betas 0.9/0.98 the first real update is
+    ~0.74 lr instead of lr). ZeRO 1-3 and BF16_Optimizer create their state lazily and are untouched.
+
+    The masters were cloned from the bf16 weights, which that step did not change, so copying those back
+    restores the masters exactly; clearing the inner optimizer's per-parameter state lets it start at
+    t = 0 on the first real step (torch AdamW and FusedAdam both create it lazily).
+    fp16 (GPU only) goes through the same wrappers and has the same defect; it is left as DeepSpeed
+    builds it because no test here can run it. Returns whether ``optimizer`` was reset.
+    """
+    from deepspeed.runtime.fp16.fused_optimizer import FP16_Optimizer
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    if not isinstance(optimizer, FP16_Optimizer | FP16_UnfusedOptimizer):
+        return False
+    if optimizer.low_precision_dtype != torch.bfloat16:
+        return False
+    with torch.no_grad():
+        if isinstance(optimizer, FP16_Optimizer):
+            for master_flat, low_flat in zip(optimizer.fp32_groups_flat, optimizer.fp16_groups_flat, strict=True):
+                master_flat.copy_(low_flat)  # the model's parameters are views into fp16_groups_flat
+        else:
+            for masters, lows in zip(optimizer.fp32_groups, optimizer.fp16_groups, strict=True):
+                for master, low in zip(masters, lows, strict=True):
+                    master.copy_(low)
+    optimizer.optimizer.state.clear()
+    return True
+
+
 def adjust_ds_config_for_cpu(ds_config: dict[str, Any]) -> dict[str, Any]:
     """On CPU, use torch's AdamW inside DeepSpeed (identical math) instead of FusedAdam, whose op would be
     JIT-compiled on first use (~40 s on a fresh machine)."""
@@ -219,12 +256,6 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_stat
                 f"train_batch_size = {ds['train_batch_size']} in the DeepSpeed JSON, but micro-batch "
                 f"{ds['train_micro_batch_size_per_gpu']} x gradient accumulation {ds['gradient_accumulation_steps']}"
                 f" x data-parallel size {parallel_state.dp_size} = {want}; remove it from the JSON or make them agree")
-        stage = int((ds.get("zero_optimization") or {}).get("stage", 0) or 0)
-        if device.type == "cpu" and stage == 0 and (ds.get("bf16") or {}).get("enabled"):
-            # Measured (tests/test_engine.py): DeepSpeed 0.19 wraps ZeRO-0 bf16 on CPU in FP16_Optimizer over
-            # FusedAdam even with torch_adam, and the weights drift ~4e-2 from AdamW in 4 steps.
-            raise ValueError("DeepSpeed ZeRO stage 0 with bf16 trains incorrectly on CPU (DeepSpeed 0.19); use "
-                             "zero_optimization.stage 1 or 2, or the plain torch engine with --bf16")
         engine = DeepSpeedEngine(model, param_groups, parallel_state, ds)
     else:
         engine = TorchEngine(model, param_groups, parallel_state, lr=optim.lr,
