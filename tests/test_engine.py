@@ -167,3 +167,19 @@ def test_contradicting_train_batch_size_is_refused(single_process_group, monkeyp
                                          r"data-parallel size 1 = 8"):
         build_engine(model, groups(model), ps, optim, train,
                      {"train_batch_size": 16, "zero_optimization": {"stage": 1}}, torch.device("cpu"))
+
+
+def test_cpu_default_optimizer_is_torch_adamw(single_process_group, monkeypatch):
+    """On CPU, a JSON without an "optimizer" block gets torch's AdamW inside DeepSpeed (same math, no
+    FusedAdam op to build); the caller's JSON dict is left as it was."""
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    optim = OptimArgs(lr=1e-3, clip_grad=CLIP)
+    train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=True)
+    ps = ParallelState.from_torch_distributed(1)
+    for stage in (0, 1):
+        model = make_model()
+        ds = {"zero_optimization": {"stage": stage}}
+        engine = build_engine(model, groups(model), ps, optim, train, ds, torch.device("cpu"))
+        inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
+        assert isinstance(inner, torch.optim.AdamW), (stage, type(inner))
+        assert ds == {"zero_optimization": {"stage": stage}}

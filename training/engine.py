@@ -239,7 +239,7 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_stat
     ``optim``/``train``: ``training.arguments.OptimArgs`` / ``TrainArgs``.
     """
     if train.deepspeed:
-        ds = adjust_ds_config_for_cpu(dict(ds_config or {}))
+        ds = dict(ds_config or {})
         ds.setdefault("train_micro_batch_size_per_gpu", train.batch_size)
         ds.setdefault("gradient_accumulation_steps", train.gradient_accumulation_steps)
         ds.setdefault("gradient_clipping", optim.clip_grad)
@@ -249,6 +249,7 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_stat
         for k, v in (("lr", optim.lr), ("weight_decay", optim.weight_decay),
                      ("betas", [optim.adam_beta1, optim.adam_beta2]), ("eps", optim.adam_eps)):
             ds["optimizer"]["params"].setdefault(k, v)
+        ds = adjust_ds_config_for_cpu(ds)  # after the default optimizer exists (it is the usual case)
         ds.setdefault("steps_per_print", 10**9)
         want = ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"] * parallel_state.dp_size
         if "train_batch_size" in ds and int(ds["train_batch_size"]) != want:
