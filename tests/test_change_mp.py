@@ -130,3 +130,39 @@ def test_resharded_files_give_the_tp1_logits_at_tp2(tmp_path) -> None:
         assert (got - expected).abs().max() <= 1e-5, key
     for r in results:
         assert r["tag"] == "global_step1" and r["iteration"] == 1 and r["global_steps"] == 1
+
+
+def _deepspeed_resume_worker(rank: int, world: int, root: str, stage: int) -> dict:
+    """Save with DeepSpeed at ZeRO ``stage``, reshard (1 -> 1: the optimizer state is dropped all the same),
+    then resume the resharded tag with the DeepSpeed engine as ``--load`` does (optimizer requested)."""
+    from mpu import ParallelState
+    from training import checkpoint as ckpt
+    from training.engine import DeepSpeedEngine
+
+    cfg = GLMConfig(**{**E2E, "num_layers": 1})
+    ps = ParallelState.from_torch_distributed(1)
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "steps_per_print": 10**9,
+          "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
+          "zero_optimization": {"stage": stage}}
+    source = GLMModel(cfg, ps, init_seed=1)
+    engine = DeepSpeedEngine(source, [{"params": list(source.parameters())}], ps, ds)
+    meta = {"tp_size": 1, "dp_size": 1, "model_config": cfg.to_dict()}
+    ckpt.save_checkpoint(engine, f"{root}/src", 3, meta, {"iteration": 3}, rank=0)
+    change_mp(f"{root}/src", 1, f"{root}/dst")
+    target = GLMModel(cfg, ps, init_seed=2)
+    resumed = DeepSpeedEngine(target, [{"params": list(target.parameters())}], ps, ds)
+    client = resumed.load(f"{root}/dst", "global_step3", load_optimizer=True)
+    return {"want": source.state_dict(), "got": resumed.module.state_dict(), "iteration": client.get("iteration")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [0, 1])
+def test_deepspeed_resumes_a_resharded_checkpoint(tmp_path, stage) -> None:
+    """Regression: asking DeepSpeed for the dropped optimizer state failed (ZeRO 0: None handed to the
+    optimizer; ZeRO 1: missing zero_pp_rank_*optim_states.pt); meta.json's optimizer_state false skips it."""
+    from tests.distributed import run_distributed
+
+    (r,) = run_distributed(_deepspeed_resume_worker, 1, str(tmp_path), stage)
+    assert r["iteration"] == 3 and r["want"].keys() == r["got"].keys()
+    for k, v in r["want"].items():
+        assert torch.equal(r["got"][k], v), k
