@@ -17,6 +17,8 @@ the weights under ``module``), so checkpoints move freely between the two.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,27 @@ class StepResult:
 
 def model_states_name(tp_rank: int) -> str:
     return f"mp_rank_{tp_rank:02d}_model_states.pt"
+
+
+def _optimizer_state_to_load(load_dir: str, tag: str, load_optimizer: bool) -> bool:
+    """Whether to ask for the optimizer state: not when ``meta.json`` says the checkpoint has none.
+
+    ``tools/change_mp.py`` drops the optimizer state (it cannot be resharded) and records
+    ``optimizer_state: false``; asking DeepSpeed for it anyway fails (ZeRO 0: ``None`` given to the
+    optimizer; ZeRO >= 1: missing ``*optim_states.pt`` files). The run resumes with fresh optimizer
+    moments, which is logged because the resume is then not exact."""
+    if not load_optimizer:
+        return False
+    meta = os.path.join(load_dir, tag, "meta.json")
+    if not os.path.isfile(meta):
+        return True
+    with open(meta, encoding="utf-8") as f:
+        if json.load(f).get("optimizer_state", True) is not False:
+            return True
+    logging.getLogger("mglm").warning(
+        "%s holds no optimizer state (resharded by tools/change_mp.py): resuming with a fresh optimizer",
+        os.path.join(load_dir, tag))
+    return False
 
 
 class TorchEngine:
@@ -109,6 +132,7 @@ class TorchEngine:
             torch.save(state, os.path.join(path, model_states_name(self.ps.tp_rank)))
 
     def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+        load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
         path = os.path.join(load_dir, tag, model_states_name(self.ps.tp_rank))
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.module.load_state_dict(state["module"], strict=True)
@@ -174,6 +198,7 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(save_dir, tag=tag, client_state=client_state, save_latest=False)
 
     def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+        load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
         path, client_state = self.engine.load_checkpoint(
             load_dir, tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=False,
             load_module_strict=True,
