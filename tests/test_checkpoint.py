@@ -198,3 +198,5 @@ def test_check_compatible_refuses_another_dp_size():
     ckpt.check_compatible(meta, cfg, 1, "--load x", dp_size=2)
     with pytest.raises(ValueError, match="--load x: checkpoint was written with data-parallel size 2, this run uses 4"):
         ckpt.check_compatible(meta, cfg, 1, "--load x", dp_size=4)
+    # A resharded checkpoint (no optimizer state, as tools/change_mp.py writes) resumes at any DP size.
+    ckpt.check_compatible({**meta, "optimizer_state": False}, cfg, 1, "--load x", dp_size=4)

@@ -138,8 +138,11 @@ def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size
     """Refuse a resume into another TP size, DP size or architecture, naming what differs.
 
     DP size: an exact resume needs it (ZeRO partitions of the optimizer state and the position in the data
-    order are per DP rank); ``--load-pretrained`` starts from the weights at any size."""
-    if dp_size is not None and meta.get("dp_size") is not None and meta["dp_size"] != dp_size:
+    order are per DP rank); ``--load-pretrained`` starts from the weights at any size. A checkpoint that
+    holds no optimizer state (``tools/change_mp.py`` output: its resume is not exact anyway, and the
+    engine says so) may be resumed at another DP size, e.g. TP 1 x DP 2 resharded to TP 2 x DP 1."""
+    if (dp_size is not None and meta.get("dp_size") is not None and meta["dp_size"] != dp_size
+            and meta.get("optimizer_state", True) is not False):
         raise ValueError(
             f"{where}: checkpoint was written with data-parallel size {meta['dp_size']}, this run uses {dp_size}; "
             "resume with the same number of processes per TP group, or start from its weights with "
