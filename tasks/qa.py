@@ -186,9 +186,10 @@ class QATask(GenerationTask):
 
     # prompt -------------------------------------------------------------------------------------
     def prompt(self, question_ids: list[int], window: list[int]) -> list[int]:
-        """The source of one window: ``[CLS]``, the question, ``[sMASK]``, the window (order per task);
-        exactly ``3 + |question_ids| + |window|`` tokens."""
-        raise NotImplementedError
+        """The source of one window, exactly ``3 + |question_ids| + |window|`` tokens. mGLM's XQuAD and
+        TyDiQA order: ``[CLS] question [sMASK] . window`` (a task with another order overrides it)."""
+        tok = self.tokenizer
+        return [tok.cls_id, *question_ids, tok.smask_id, *self.dot_ids(), *window]
 
     def question_ids(self, example: QAExample) -> list[int]:
         """Every non-context, non-special prompt token; the question is cut to ``s // 4`` tokens so windows overlap."""

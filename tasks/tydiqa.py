@@ -28,10 +28,6 @@ class TyDiQA(QATask):
     name = "tydiqa"
     languages = ("en", "ar", "bn", "fi", "id", "ko", "ru", "sw", "te")
 
-    def prompt(self, question_ids: list[int], window: list[int]) -> list[int]:
-        tok = self.tokenizer
-        return [tok.cls_id, *question_ids, tok.smask_id, *self.dot_ids(), *window]
-
     def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[QAExample]]:
         data_dir = self.check_dir(data_dir)
         if split == "train":

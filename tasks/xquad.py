@@ -34,10 +34,6 @@ class XQuAD(QATask):
     name = "xquad"
     languages = ("en", "es", "de", "el", "ru", "tr", "ar", "vi", "th", "zh", "hi", "ro")
 
-    def prompt(self, question_ids: list[int], window: list[int]) -> list[int]:
-        tok = self.tokenizer
-        return [tok.cls_id, *question_ids, tok.smask_id, *self.dot_ids(), *window]
-
     def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[QAExample]]:
         data_dir = self.check_dir(data_dir)
         if split == "train":
