@@ -30,16 +30,6 @@ import torch
 from training.arguments import FinetuneConfig, parse_finetune_args
 
 
-def pretrained_meta(path: str | None) -> dict | None:
-    """``meta.json`` of a --load-pretrained checkpoint written by this framework (None for other layouts)."""
-    if not path:
-        return None
-    from training.checkpoint import META, find_pretrained_files
-
-    meta = find_pretrained_files(path)[0].parent / META
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else None
-
-
 def main(argv: list[str] | None = None) -> dict:
     return run(parse_finetune_args(argv))
 
@@ -76,7 +66,7 @@ def run(cfg: FinetuneConfig) -> dict:
         if t.load:
             load_dir, load_tag = ckpt.resolve(t.load)
             load_meta = ckpt.read_meta(load_dir, load_tag)
-        pre_meta = load_meta if t.load else pretrained_meta(t.load_pretrained)
+        pre_meta = load_meta if t.load else ckpt.pretrained_meta(t.load_pretrained)
         tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
         if not tok_path:
             raise ValueError("--tokenizer-model FILE.model is required (the checkpoint records none)")

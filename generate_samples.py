@@ -71,8 +71,9 @@ def _generation_config(a: argparse.Namespace):
         no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
 
 
-def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str, bool]:
-    """(model config dict, tokenizer path, weights path, tokenizer has [dBLOCK]) from --load or --load-pretrained."""
+def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str, dict | None]:
+    """(model config dict, tokenizer path, weights path, the checkpoint's meta.json or None) from --load or
+    --load-pretrained."""
     from training import checkpoint as ckpt
 
     if bool(a.load) == bool(a.load_pretrained):
@@ -93,15 +94,13 @@ def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str, bool]:
             tok = str(Path(__file__).parent / tok)  # recorded relative to the repository root
         if not os.path.isfile(tok):
             raise FileNotFoundError(f"tokenizer {tok} (recorded in {where}) not found; pass --tokenizer-model")
-        return model_config, tok, str(load_dir / tag), bool(meta.get("tokenizer_add_dblock", False))
+        return model_config, tok, str(load_dir / tag), meta
     if not a.model_config or not a.tokenizer_model:
         raise ValueError("--load-pretrained needs --model-config and --tokenizer-model")
     from model import GLMConfig
 
-    meta_file = ckpt.find_pretrained_files(a.load_pretrained)[0].parent / ckpt.META  # ours records its tokenizer
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
     return (GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained,
-            bool(meta.get("tokenizer_add_dblock", False)))
+            ckpt.pretrained_meta(a.load_pretrained))
 
 
 def _read_prompts(path: str) -> list[tuple[int, str]]:
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     from training.checkpoint import load_pretrained
 
     cfg = _generation_config(a)
-    model_config, tok_path, weights, add_dblock = _resolve_sources(a)
+    model_config, tok_path, weights, meta = _resolve_sources(a)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         from training.distributed import init_distributed
@@ -168,14 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
         ps, rank = ParallelState.single(), 0
         device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        tokenizer = GLMTokenizer(tok_path, add_dblock=add_dblock)
+        # A checkpoint pretrained with [dBLOCK] (N+10) records it: rebuild the same tokenizer.
+        tokenizer = GLMTokenizer(tok_path, add_dblock=bool((meta or {}).get("tokenizer_add_dblock", False)))
         config = GLMConfig.from_dict(model_config, source=weights)
         config.hidden_dropout = config.attention_dropout = 0.0
         config.max_memory_length = 0
         if a.load_pretrained:
             # As pretraining does: the checkpoint's own rows, which must be this tokenizer's padded vocabulary.
-            meta_file = ckpt.find_pretrained_files(weights)[0].parent / ckpt.META
-            meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else None
             config.vocab_size = ckpt.embedding_rows(tokenizer, ps.tp_size, 128, weights, meta, tok_path)
         if config.vocab_size < len(tokenizer):
             raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok_path} "

@@ -147,13 +147,14 @@ def run(cfg: PretrainConfig) -> dict:
         # [dBLOCK] (N+10) exists only when the objective uses it; it can change the padded vocabulary, so
         # checkpoints record it and finetuning / generation rebuild the same tokenizer.
         add_dblock = d.block_mask_prob > 0 or d.context_mask_ratio > 0
-        tok = GLMTokenizer(resolve_tokenizer_path(cfg), add_dblock=add_dblock)
+        tok_path = resolve_tokenizer_path(cfg)  # hashes the file against the store's record: once
+        tok = GLMTokenizer(tok_path, add_dblock=add_dblock)
         # A new table: the tokenizer padded to 128 x TP; --load-pretrained keeps the checkpoint's rows
         # (a released 250,112-row mGLM table at TP 4 too), refused before any tensor is read when the
         # tokenizer does not match them.
         pre = t.load_pretrained if t.load_pretrained and not t.load else None
         vocab = ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre,
-                                    tokenizer_path=resolve_tokenizer_path(cfg))
+                                    tokenizer_path=tok_path)
         stores = {}
         for root in d.train_data:
             for lang, s in open_stores(root).items():

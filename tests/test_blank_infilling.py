@@ -236,9 +236,11 @@ def test_block_mask_prob_one_replaces_every_span_input_only():
 
 
 @pytest.mark.parametrize("mode", ["sentence", "gpt"])
-def test_block_mask_only_in_bert_mode(mode):
-    col = make_full_collator(block_mask_prob=1.0)
-    rng = np.random.default_rng(8)
+@pytest.mark.parametrize("option, seed", [("block_mask_prob", 8), ("context_mask_ratio", 19)])
+def test_dblock_options_only_in_bert_mode(mode, option, seed):
+    """[dBLOCK] replacements (of Part-B span inputs, of context tokens) happen in bert mode only."""
+    col = make_full_collator(**{option: 1.0})
+    rng = np.random.default_rng(seed)
     for it in range(30):
         b = col.collate_numpy([random_sample(rng) for _ in range(3)], np.random.default_rng(it), mode=mode)
         assert not (b["text"] == DBLOCK).any()
@@ -500,15 +502,6 @@ def test_context_mask_ratio_count_and_positions():
         assert len(hit) == want, (len(hit), want)
         exact += want == int(ratio * len(s["text"])) and want > 0
     assert exact > 100  # mostly the uncapped count
-
-
-@pytest.mark.parametrize("mode", ["sentence", "gpt"])
-def test_context_mask_only_in_bert_mode(mode):
-    col = make_full_collator(context_mask_ratio=1.0)
-    rng = np.random.default_rng(19)
-    for it in range(30):
-        b = col.collate_numpy([random_sample(rng) for _ in range(3)], np.random.default_rng(it), mode=mode)
-        assert not (b["text"] == DBLOCK).any()
 
 
 def test_context_mask_needs_a_dblock_id_and_valid_values():

@@ -202,10 +202,10 @@ def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
 def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> int:
     """Rows of the word-embedding table of a pretrained checkpoint (summed over its TP shards).
 
-    ``meta``: the checkpoint's ``meta.json`` when it has one (ours record the model config); otherwise the
-    table is read from the files (memory-mapped where the serialisation allows it)."""
-    if not (meta and "model_config" in meta):
-        meta = _meta_near(Path(path))
+    ``meta``: the checkpoint's ``meta.json`` (looked up when None; ours record the model config); without
+    one the table is read from the files (memory-mapped where the serialisation allows it)."""
+    if meta is None:
+        meta = pretrained_meta(path)
     if meta and "model_config" in meta:
         return int(meta["model_config"]["vocab_size"])
     from model.checkpoint_compat import to_glm_layout
@@ -223,10 +223,14 @@ def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None =
     return rows
 
 
-def _meta_near(p: Path) -> dict[str, Any] | None:
-    """The ``meta.json`` of one of our checkpoints given as a save dir, a tag dir or a ZeRO-3 tag dir."""
+def pretrained_meta(path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The ``meta.json`` of a ``--load-pretrained`` checkpoint written by this framework (a save dir, a tag
+    dir or a ZeRO-3 tag dir); None without a path or for other layouts (GLM's, released single files)."""
+    if not path:
+        return None
+    p = Path(path)
     z = _zero3_checkpoint(p)
-    tag_dir = z[0] / z[1] if z else (find_pretrained_files(p)[0].parent if p.exists() else p)
+    tag_dir = z[0] / z[1] if z else find_pretrained_files(p)[0].parent
     f = tag_dir / META
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 

@@ -48,7 +48,9 @@ def _optimizer_state_to_load(load_dir: str, tag: str, load_optimizer: bool) -> b
     moments, which is logged because the resume is then not exact."""
     if not load_optimizer:
         return False
-    meta = os.path.join(load_dir, tag, "meta.json")
+    from training.checkpoint import META
+
+    meta = os.path.join(load_dir, tag, META)
     if not os.path.isfile(meta):
         return True
     with open(meta, encoding="utf-8") as f:
