@@ -28,6 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 PROG = "generate_samples.py"
 
@@ -71,9 +72,21 @@ def _generation_config(a: argparse.Namespace):
         no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
 
 
-def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str, dict | None]:
-    """(model config dict, tokenizer path, weights path, the checkpoint's meta.json or None) from --load or
-    --load-pretrained."""
+class Sources(NamedTuple):
+    model_config: dict
+    tokenizer: str
+    weights: str
+    add_dblock: bool  # the checkpoint was pretrained with [dBLOCK] (N+10): rebuild the same tokenizer
+    meta: dict | None  # its meta.json (ours), None for other layouts
+
+
+def _sources(model_config: dict, tokenizer: str, weights: str, meta: dict | None) -> Sources:
+    return Sources(model_config, tokenizer, weights, bool((meta or {}).get("tokenizer_add_dblock", False)), meta)
+
+
+def _resolve_sources(a: argparse.Namespace) -> Sources:
+    """Model config, tokenizer path, weights path and the checkpoint's meta.json from --load or
+    --load-pretrained (meta.json read once)."""
     from training import checkpoint as ckpt
 
     if bool(a.load) == bool(a.load_pretrained):
@@ -94,13 +107,13 @@ def _resolve_sources(a: argparse.Namespace) -> tuple[dict, str, str, dict | None
             tok = str(Path(__file__).parent / tok)  # recorded relative to the repository root
         if not os.path.isfile(tok):
             raise FileNotFoundError(f"tokenizer {tok} (recorded in {where}) not found; pass --tokenizer-model")
-        return model_config, tok, str(load_dir / tag), meta
+        return _sources(model_config, tok, str(load_dir / tag), meta)
     if not a.model_config or not a.tokenizer_model:
         raise ValueError("--load-pretrained needs --model-config and --tokenizer-model")
     from model import GLMConfig
 
-    return (GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained,
-            ckpt.pretrained_meta(a.load_pretrained))
+    return _sources(GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained,
+                    ckpt.pretrained_meta(a.load_pretrained))
 
 
 def _read_prompts(path: str) -> list[tuple[int, str]]:
@@ -151,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     from training.checkpoint import load_pretrained
 
     cfg = _generation_config(a)
-    model_config, tok_path, weights, meta = _resolve_sources(a)
+    model_config, tok_path, weights, add_dblock, meta = _resolve_sources(a)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         from training.distributed import init_distributed
@@ -167,8 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         ps, rank = ParallelState.single(), 0
         device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        # A checkpoint pretrained with [dBLOCK] (N+10) records it: rebuild the same tokenizer.
-        tokenizer = GLMTokenizer(tok_path, add_dblock=bool((meta or {}).get("tokenizer_add_dblock", False)))
+        tokenizer = GLMTokenizer(tok_path, add_dblock=add_dblock)
         config = GLMConfig.from_dict(model_config, source=weights)
         config.hidden_dropout = config.attention_dropout = 0.0
         config.max_memory_length = 0
