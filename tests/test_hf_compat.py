@@ -56,16 +56,23 @@ def _hub_folder(path, model: GLMModel, fmt: str = "bin", config: dict | None = N
     shutil.copyfile(SAMPLE_TOKENIZER, path / "cog-pretrain.model")
     if fmt == "bin":
         torch.save(hub, path / "pytorch_model.bin")
-    else:  # two safetensors shards and their index
-        from safetensors.torch import save_file
+        return path
+    # two shards and their index, as save_pretrained(max_shard_size=...) writes them
+    from safetensors.torch import save_file
 
-        names = sorted(hub)
-        parts = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-                 "model-00002-of-00002.safetensors": names[len(names) // 2:]}
-        for fname, keys in parts.items():
-            save_file({k: hub[k].contiguous() for k in keys}, str(path / fname))
-        index = {"metadata": {}, "weight_map": {k: f for f, keys in parts.items() for k in keys}}
-        (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    ext = "safetensors" if fmt == "safetensors" else "bin"
+    stem = "model" if fmt == "safetensors" else "pytorch_model"
+    names = sorted(hub)
+    parts = {f"{stem}-00001-of-00002.{ext}": names[: len(names) // 2],
+             f"{stem}-00002-of-00002.{ext}": names[len(names) // 2:]}
+    for fname, keys in parts.items():
+        shard = {k: hub[k].contiguous() for k in keys}
+        if ext == "safetensors":
+            save_file(shard, str(path / fname))
+        else:
+            torch.save(shard, path / fname)
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in parts.items() for k in keys}}
+    (path / f"{stem}.{ext}.index.json").write_text(json.dumps(index))
     return path
 
 
@@ -76,7 +83,7 @@ def _logits(model: GLMModel) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ hub in
-@pytest.mark.parametrize("fmt", ["bin", "safetensors"])
+@pytest.mark.parametrize("fmt", ["bin", "safetensors", "sharded-bin"])
 def test_hub_folder_loads_strictly_with_the_same_logits(tmp_path, fmt) -> None:
     source = _trained_like()
     folder = _hub_folder(tmp_path / "hub", source, fmt)
