@@ -211,7 +211,8 @@ def test_export_writes_the_hub_layout_and_loads_back_exactly(tmp_path) -> None:
     assert set(weights) == {"glm." + k for k in source.state_dict()}
     assert (out / "tokenizer.model").read_bytes() == SAMPLE_TOKENIZER.read_bytes()
     assert json.loads((out / "added_tokens.json").read_text())["[gMASK]"] == tok.gmask_id
-    assert {p.name for p in out.iterdir()} >= {"configuration_mglm.py", "modeling_mglm.py", "README.md"}
+    assert {p.name for p in out.iterdir()} >= {"configuration_mglm.py", "modeling_mglm.py", "tokenization_mglm.py",
+                                               "tokenizer_config.json", "README.md"}
     # round trip: --load-pretrained OUT
     meta = ckpt.pretrained_meta(out)
     back = GLMModel(GLMConfig.from_dict(meta["model_config"]), init_seed=77)
@@ -272,6 +273,11 @@ def test_transformers_gives_this_projects_logits_and_blanks(tmp_path, monkeypatc
         assert (full - expected).abs().max() <= 1e-5
     tok = GLMTokenizer(SAMPLE_TOKENIZER)
     context = [tok.cls_id] + tok.encode("Paris is the [MASK] of France.") + [tok.eos_id]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out), trust_remote_code=True, local_files_only=True)
+    assert hf_tok("[CLS] Paris is the [MASK] of France.<|endoftext|>")["input_ids"] == context
+    for text in ("Das ist ein [sMASK] Test [gMASK]", "中文摘要：[sMASK]", "x<|startofpiece|>y  z"):
+        assert hf_tok(text)["input_ids"] == tok.encode(text), text
+    assert hf_tok.decode(tok.encode("Hello world")) == "Hello world"
     for beams in (1, 3):
         cfg = GenerationConfig(max_new_tokens=6, num_beams=beams, length_penalty=0.7)
         want = generate(source, tok, context, cfg)[0].tokens

@@ -8,9 +8,11 @@ partitions, GLM / SAT layouts, a released ``.pt``; the last ones need ``--model-
 
     config.json              GLM's hub fields, model_type "mglm", auto_map, the tokenizer's ids for fill_blank
     model.safetensors        the weights under GLM's hub key names (glm.word_embeddings.weight, ...)
-    tokenizer.model          the sentencepiece model; added_tokens.json: the command tokens' ids
+    tokenizer.model          the sentencepiece model; added_tokens.json: the command tokens' ids;
+    tokenizer_config.json    the same for AutoTokenizer (tokenization_mglm.MGLMTokenizer)
     configuration_mglm.py    the Transformers classes (copied from model/hf_export/), loaded with
-    modeling_mglm.py         trust_remote_code=True: AutoModel -> logits, AutoModelForSeq2SeqLM -> fill_blank
+    modeling_mglm.py         trust_remote_code=True: AutoModel -> logits, AutoModelForSeq2SeqLM -> fill_blank,
+    tokenization_mglm.py     AutoTokenizer -> MGLMTokenizer
     README.md                how to use the folder
 
 Neither Transformers nor the mglm code is needed to write it; reading it back needs Transformers (or this
@@ -39,24 +41,39 @@ USAGE = """# {name}
 A GLM model exported by mglm's `tools/export_hf.py` (model type `mglm`; GLM's hub key layout).
 
 ```python
-import json, sentencepiece as spm, torch
-from transformers import AutoModel, AutoModelForSeq2SeqLM
+import torch
+from transformers import AutoModel, AutoModelForSeq2SeqLM, AutoTokenizer
 
+tok = AutoTokenizer.from_pretrained("{name}", trust_remote_code=True)     # sentencepiece + GLM command tokens
 model = AutoModelForSeq2SeqLM.from_pretrained("{name}", trust_remote_code=True).eval()
-sp = spm.SentencePieceProcessor(model_file="{name}/tokenizer.model")
-ids = json.load(open("{name}/added_tokens.json"))           # command tokens: [CLS], [MASK], <|endoftext|>, ...
-context = [ids["[CLS]"]] + sp.encode("Paris is the capital of") + [ids["[MASK]"]] + sp.encode(".") \\
-    + [ids["<|endoftext|>"]]
-span = model.fill_blank(context, max_new_tokens=16, num_beams=4)
-print(sp.decode(span))
+context = tok("[CLS] Paris is the capital of [MASK]. <|endoftext|>")["input_ids"]
+span = model.fill_blank(context, max_new_tokens=16, num_beams=4)           # greedy: num_beams=1
+print(tok.decode(span))
 logits = AutoModel.from_pretrained("{name}", trust_remote_code=True)(torch.tensor([context])).logits
 ```
 
+No token is added automatically: a blank-filling context is `[CLS] text-with-[MASK] <|endoftext|>`
+(`[sMASK]` for a sentence, `[gMASK]` for a long span, then no `<|endoftext|>`). `added_tokens.json` lists
+the command-token ids for use without Transformers (`tokenizer.model` is a plain sentencepiece model).
 `forward(input_ids, position_ids [B, 2, L], attention_mask)`: `attention_mask` is GLM's `sep` [B] (the first
 `sep` tokens attend to each other, the rest causally) or a full [B, 1, L, L] mask; the default is causal
 (sep 0) with positions 0..L-1 and block positions 0. GELU is the tanh approximation GLM was trained with.
 Back into mglm: `--load-pretrained {name}`.
 """
+
+
+def tokenizer_config(tokenizer) -> dict:
+    """``tokenizer_config.json`` for ``tokenization_mglm.MGLMTokenizer``: the command tokens at their ids."""
+    decoder = {str(c.id): {"content": c.token, "special": True, "lstrip": c.lstrip, "rstrip": False,
+                           "normalized": False, "single_word": False} for c in tokenizer.command_tokens}
+    named = {"eos_token": "eos", "pad_token": "eos", "cls_token": "cls", "mask_token": "MASK", "sep_token": "sep",
+             "unk_token": "unk"}
+    special = {key: tokenizer.get_command(name).token for key, name in named.items()}
+    roles = set(special.values())
+    return {"tokenizer_class": "MGLMTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_mglm.MGLMTokenizer", None]},
+            "added_tokens_decoder": decoder, **special,
+            "additional_special_tokens": [c.token for c in tokenizer.command_tokens if c.token not in roles],
+            "clean_up_tokenization_spaces": False, "model_max_length": 10**9}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +144,9 @@ def export(checkpoint: str, out: str, model_config: str | None = None, tokenizer
     shutil.copyfile(tok_path, out_dir / TOKENIZER_FILE)
     commands = {c.token: c.id for c in tokenizer.command_tokens}
     (out_dir / "added_tokens.json").write_text(json.dumps(commands, indent=2) + "\n", encoding="utf-8")
-    for name in ("configuration_mglm.py", "modeling_mglm.py"):
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tokenizer), indent=2) + "\n",
+                                                   encoding="utf-8")
+    for name in ("configuration_mglm.py", "modeling_mglm.py", "tokenization_mglm.py"):
         shutil.copyfile(TEMPLATE / name, out_dir / name)
     (out_dir / "README.md").write_text(USAGE.format(name=out_dir.name), encoding="utf-8")
     return out_dir
