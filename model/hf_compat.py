@@ -276,12 +276,19 @@ def read_hub_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_state) -> str:
     """Load a hub folder's weights into ``model`` (this TP rank's shard), strictly; returns a description.
 
-    The model must have been built from the folder's config (``hub_meta``); any missing or unexpected key or
-    shape is a ValueError listing all of them."""
+    The model must have been built from the folder's config (``hub_meta``), position tables possibly longer;
+    any other missing or unexpected key or shape is a ValueError listing all of them."""
     from model.checkpoint_compat import load_glm_state_dict, shard_state_dict
 
     p = Path(folder)
     full = read_hub_state_dict(p)
+    own = model.state_dict()
+    for name in ("transformer.position_embeddings.weight", "transformer.block_position_embeddings.weight"):
+        have, want = full.get(name), own.get(name)
+        # A run with --seq-length beyond the folder's max_sequence_length: the folder's rows first, the new rows
+        # keep their initialisation (GLM's load_pretrained; training.checkpoint does the same for other layouts).
+        if have is not None and want is not None and have.shape[1:] == want.shape[1:] and len(have) < len(want):
+            full[name] = torch.cat([have, want[len(have):].detach().cpu()])
     sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank)
     load_glm_state_dict(model, sd, strict=True, source=f"{p} (hub layout)")
     return f"{p} (Hugging Face hub layout)"

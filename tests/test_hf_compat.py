@@ -282,3 +282,39 @@ def test_transformers_gives_this_projects_logits_and_blanks(tmp_path, monkeypatc
         cfg = GenerationConfig(max_new_tokens=6, num_beams=beams, length_penalty=0.7)
         want = generate(source, tok, context, cfg)[0].tokens
         assert lm.fill_blank(context, max_new_tokens=6, num_beams=beams, length_penalty=0.7) == want
+    # Make <|endofpiece|> a close rival of the tokens this model likes, in both copies, so that beams end
+    # (hypotheses closed, length penalty deciding between short and long ones) and greedy stops at once.
+    with torch.no_grad():
+        for emb in (source.word_embeddings.weight, lm.glm.word_embeddings.weight):
+            emb[tok.eop_id] = emb[7529] * 0.9 + emb[2337] * 0.3
+    ended = set()
+    for beams, alpha in ((1, 0.7), (2, 0.7), (2, 1.5), (3, 1.5)):
+        best = generate(source, tok, context, GenerationConfig(max_new_tokens=8, num_beams=beams,
+                                                               length_penalty=alpha))[0]
+        ended.add(best.ended)
+        assert lm.fill_blank(context, max_new_tokens=8, num_beams=beams, length_penalty=alpha) == best.tokens
+    assert ended == {True, False}
+
+
+@pytest.mark.slow
+def test_finetune_from_a_hub_folder_equals_finetune_from_the_same_weights(tmp_path) -> None:
+    """finetune_glm --load-pretrained HUB (config and tokenizer from the folder) trains and scores exactly as
+    from this project's checkpoint of the same weights (losses and per-language predictions); --seq-length 96
+    beyond the folder's 32 positions extends the position tables in both the same way."""
+    from conftest import SAMPLE
+
+    import finetune_glm
+
+    source = _trained_like()
+    hub = _hub_folder(tmp_path / "hub", source)
+    ours = _checkpoint(tmp_path / "ours", source)
+    results = {}
+    for name, src in (("hub", hub), ("ours", ours)):
+        results[name] = finetune_glm.main([
+            "--task", "xnli", "--data-dir", str(SAMPLE / "tasks/xnli/xtreme"), "--load-pretrained", str(src),
+            "--epochs", "1", "--batch-size", "8", "--seq-length", "96", "--device", "cpu", "--save",
+            str(tmp_path / f"ft-{name}"), "--seed", "3"])
+    assert results["hub"]["train_losses"] == results["ours"]["train_losses"]
+    assert results["hub"]["dev"] == results["ours"]["dev"] and len(results["hub"]["dev"]) > 3
+    for f in (tmp_path / "ft-ours" / "predictions").iterdir():
+        assert (tmp_path / "ft-hub" / "predictions" / f.name).read_text() == f.read_text()
