@@ -318,3 +318,20 @@ def test_finetune_from_a_hub_folder_equals_finetune_from_the_same_weights(tmp_pa
     assert results["hub"]["dev"] == results["ours"]["dev"] and len(results["hub"]["dev"]) > 3
     for f in (tmp_path / "ft-ours" / "predictions").iterdir():
         assert (tmp_path / "ft-hub" / "predictions" / f.name).read_text() == f.read_text()
+
+
+def _hub_tp2_worker(rank: int, world: int, folder: str) -> torch.Tensor:
+    state = ParallelState.from_torch_distributed(world)
+    model = GLMModel(GLMConfig(**TINY), state, init_seed=11).eval()
+    ckpt.load_pretrained(model, folder, state)
+    return _logits(model)  # this rank's V/2 vocabulary columns
+
+
+@pytest.mark.slow
+def test_hub_folder_at_tp2_gives_the_tp1_logits(tmp_path) -> None:
+    from tests.distributed import run_distributed
+
+    source = _trained_like()
+    folder = _hub_folder(tmp_path / "hub", source, "safetensors")
+    got = torch.cat(run_distributed(_hub_tp2_worker, 2, str(folder)), dim=-1)
+    assert (got - _logits(source)).abs().max() <= 1e-5
