@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("model")
     src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "
                                     "<tag>/meta.json for the model config and tokenizer)")
-    src.add_argument("--load-pretrained", help="released weights (.pt file or a directory of mp_rank_XX files); "
-                                               "needs --model-config and --tokenizer-model")
+    src.add_argument("--load-pretrained", help="released weights (.pt file or a directory of mp_rank_XX files; "
+                                               "needs --model-config and --tokenizer-model), or a Hugging Face "
+                                               "hub folder (config.json + weights + sentencepiece file)")
     src.add_argument("--model-config", help="model JSON (config/model/*.json)")
     src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
     src.add_argument("--model-parallel-size", type=int, default=1)
@@ -108,12 +109,17 @@ def _resolve_sources(a: argparse.Namespace) -> Sources:
         if not os.path.isfile(tok):
             raise FileNotFoundError(f"tokenizer {tok} (recorded in {where}) not found; pass --tokenizer-model")
         return _sources(model_config, tok, str(load_dir / tag), meta)
+    pre_meta = ckpt.pretrained_meta(a.load_pretrained)
+    if (pre_meta or {}).get("hub_folder") and not a.model_config:
+        # A Hugging Face hub folder carries its config.json and sentencepiece file (model.hf_compat).
+        return _sources(dict(pre_meta["model_config"]), a.tokenizer_model or pre_meta["tokenizer"],
+                        a.load_pretrained, pre_meta)
     if not a.model_config or not a.tokenizer_model:
         raise ValueError("--load-pretrained needs --model-config and --tokenizer-model")
     from model import GLMConfig
 
     return _sources(GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained,
-                    ckpt.pretrained_meta(a.load_pretrained))
+                    pre_meta)
 
 
 def _read_prompts(path: str) -> list[tuple[int, str]]:

@@ -127,7 +127,7 @@ def run(cfg: PretrainConfig) -> dict:
     from data_utils.samplers import build_pretrain_loader
     from data_utils.sentence_end import SentenceEnds
     from data_utils.tokenizer import GLMTokenizer
-    from model import GLMModel
+    from model import GLMModel, hf_compat
     from model.glm import glm_lm_loss, model_flops_per_token, num_parameters, param_groups_for_weight_decay
     from training import checkpoint as ckpt
     from training.distributed import shutdown, start_run
@@ -179,7 +179,9 @@ def run(cfg: PretrainConfig) -> dict:
                                  seq_length=d.seq_length), tok, ends)
 
         # Model, engine ---------------------------------------------------------------------------
-        model_config = build_model_config(cfg, vocab)
+        # A Hugging Face hub folder (--load-pretrained) carries the architecture in its config.json.
+        hub = ckpt.pretrained_meta(pre) if pre and hf_compat.is_hub_folder(pre) else None
+        model_config = build_model_config(cfg, vocab, (hub or {}).get("model_config"))
         model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
         log.info(f"GLM {model_config.num_layers} layers, hidden {model_config.hidden_size}, heads "
                  f"{model_config.num_attention_heads}, vocab {vocab} ({len(tok)} tokens); "

@@ -129,7 +129,7 @@ _HELP = {
                           "among the tokens within 3 of a mask token (> 0 builds the tokenizer with [dBLOCK])",
     "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
     "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
-    "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint or a released .pt file",
+    "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint, a released .pt file or a Hugging Face hub folder (config.json; model config and tokenizer from it)",
 }
 
 

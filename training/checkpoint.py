@@ -228,6 +228,10 @@ def pretrained_meta(path: str | os.PathLike | None) -> dict[str, Any] | None:
     dir or a ZeRO-3 tag dir); None without a path or for other layouts (GLM's, released single files)."""
     if not path:
         return None
+    from model import hf_compat
+
+    if hf_compat.is_hub_folder(path):  # a Hugging Face hub folder: its config.json and tokenizer
+        return hf_compat.hub_meta(path)
     p = Path(path)
     z = _zero3_checkpoint(p)
     tag_dir = z[0] / z[1] if z else find_pretrained_files(p)[0].parent
@@ -278,6 +282,10 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
     fewer rows (a shorter ``max_sequence_length``) are copied into the first rows, as GLM's
     ``load_pretrained`` does when finetuning extends positions; every other mismatch is an error naming it.
     """
+    from model import hf_compat
+
+    if hf_compat.is_hub_folder(path):  # a directory with config.json in hub layout
+        return hf_compat.load_hub_folder(model, path, parallel_state)
     from model.checkpoint_compat import (
         load_glm_state_dict,
         merge_state_dicts,
