@@ -295,15 +295,7 @@ def validate(cfg: PretrainConfig) -> None:
         raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
 
 
-def run_cli(main, prog: str) -> None:
-    """Run an entry script's ``main()``; user errors become one line on stderr and exit code 2."""
-    import sys
-
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+from training.errors import run_cli  # noqa: E402,F401  (the entry scripts import it from here)
 
 
 # ------------------------------------------------------------------------------------- finetuning
