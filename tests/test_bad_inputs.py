@@ -254,6 +254,17 @@ def test_truncated_offsets(copy, tmp_path, capsys):
     assert code == EXIT_DATA and f"{path}: not a readable offsets array" in line
 
 
+def test_missing_store_files(copy):
+    from data_utils.corpus import TokenStore
+
+    (copy / "en" / "tokens.bin").unlink()
+    with pytest.raises(DataError, match=r"en/tokens.bin is missing"):
+        TokenStore(copy / "en")
+    (copy / "de" / "offsets.npy").unlink()
+    with pytest.raises(DataError, match=r"de/offsets.npy: not a readable offsets array \(FileNotFoundError"):
+        TokenStore(copy / "de")
+
+
 def test_offsets_that_disagree_with_meta(copy):
     from data_utils.corpus import TokenStore
 
@@ -393,3 +404,13 @@ def test_positions_of_a_pretrained_checkpoint():
 def test_seq_length_error_from_the_cli(store, tmp_path, capsys):
     code, line = pretrain_cli(pretrain_args(store, tmp_path, "--seq-length", "512"), capsys)
     assert code == EXIT_USAGE and "--seq-length 512 exceeds the model's 256 positions" in line
+
+
+def test_generation_input_file_that_is_not_utf8(tmp_path):
+    from generate_samples import _read_prompts
+
+    (tmp_path / "p.txt").write_bytes(b"first [MASK]\nsecond\nthird \xe9 [MASK]\n")
+    with pytest.raises(DataError, match=f"--input-file {tmp_path / 'p.txt'}:3: byte 0xe9 is not UTF-8"):
+        _read_prompts(str(tmp_path / "p.txt"))
+    (tmp_path / "p.txt").write_bytes(b"first [MASK]\n\nthird [MASK]\n")
+    assert _read_prompts(str(tmp_path / "p.txt")) == [(1, "first [MASK]"), (3, "third [MASK]")]
