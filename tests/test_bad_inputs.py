@@ -331,6 +331,13 @@ def test_model_config_types_follow_the_dataclass(tmp_path, field, value, expecte
     assert ok.hidden_dropout == 0 and ok.intermediate_size is None
 
 
+def test_deepspeed_json_broken(store, tmp_path, capsys):
+    path = tmp_path / "ds.json"
+    path.write_text('{"train_micro_batch_size_per_gpu": 2,\n "zero_optimization": {stage: 1}}')
+    code, line = pretrain_cli(pretrain_args(store, tmp_path, "--deepspeed", "--deepspeed_config", str(path)), capsys)
+    assert code == EXIT_DATA and f"{path}:2: broken DeepSpeed config (invalid JSON" in line
+
+
 def test_model_config_broken_json(tmp_path):
     from model import GLMConfig
 

@@ -9,7 +9,6 @@ start naming both; a value given in only one place is taken from there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -207,10 +206,9 @@ def merge_deepspeed_config(ns: argparse.Namespace, ds_path: str) -> tuple[dict[s
     path = Path(ds_path)
     if not path.is_file():
         raise FileNotFoundError(f"--deepspeed_config {path}: file not found")
-    try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    from training.errors import read_json_object
+
+    ds = read_json_object(path, "DeepSpeed config")
     if "scheduler" in ds:
         raise ValueError(f"{path}: remove the 'scheduler' block; mglm sets the learning rate itself "
                          "(--lr, --warmup, --lr-decay-style, --lr-decay-iters, --lr-decay-ratio)")
