@@ -24,6 +24,7 @@ from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
 from training.errors import EXIT_DATA, EXIT_USAGE, DataError, UsageError, exit_code, run_cli
 
 PY = sys.executable
+TINY = str(REPO / "config" / "model" / "glm-tiny.json")  # 256 positions
 
 
 def cli(main, prog: str, argv: list[str], capsys) -> tuple[int, str]:
@@ -70,7 +71,7 @@ def copy(store, tmp_path) -> Path:
 
 
 def pretrain_args(store: Path, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--model-config", "config/model/glm-tiny.json", "--train-data", str(store), "--seq-length", "64",
+    return ["--model-config", TINY, "--train-data", str(store), "--seq-length", "64",
             "--batch-size", "2", "--train-iters", "1", "--log-interval", "1", "--no-tensorboard",
             "--log-dir", str(tmp_path / "logs"), *extra]
 
@@ -305,7 +306,7 @@ def test_broken_store_meta_json(copy):
 
 # ------------------------------------------------------------------------------------- model config
 def test_model_config_field_of_the_wrong_type(store, tmp_path, capsys):
-    cfg = json.loads((REPO / "config/model/glm-tiny.json").read_text())
+    cfg = json.loads(Path(TINY).read_text())
     cfg["num_layers"] = "two"
     path = tmp_path / "m.json"
     path.write_text(json.dumps(cfg))
@@ -375,21 +376,21 @@ def test_seq_length_above_the_positions_is_an_error():
     """glm-tiny has 256 positions: --seq-length 512 was silently grown to 512; now an error naming both and
     the flag that raises them."""
     with pytest.raises(UsageError) as e:
-        _model_config(["--model-config", "config/model/glm-tiny.json", "--seq-length", "512"])
+        _model_config(["--model-config", TINY, "--seq-length", "512"])
     msg = str(e.value)
-    assert "--seq-length 512 exceeds the model's 256 positions (config/model/glm-tiny.json)" in msg
+    assert f"--seq-length 512 exceeds the model's 256 positions ({TINY})" in msg
     assert "--max-position-embeddings 512" in msg
     with pytest.raises(UsageError, match="exceeds the model's 512 positions .GLMConfig's default"):
         _model_config(["--seq-length", "1024"])
-    assert _model_config(["--model-config", "config/model/glm-tiny.json", "--seq-length", "256"]
+    assert _model_config(["--model-config", TINY, "--seq-length", "256"]
                          ).max_sequence_length == 256
 
 
 def test_explicit_max_position_embeddings_is_honoured():
-    c = _model_config(["--model-config", "config/model/glm-tiny.json", "--seq-length", "64",
+    c = _model_config(["--model-config", TINY, "--seq-length", "64",
                        "--max-position-embeddings", "1024"])
     assert c.max_sequence_length == 1024
-    c = _model_config(["--model-config", "config/model/glm-tiny.json", "--seq-length", "64",
+    c = _model_config(["--model-config", TINY, "--seq-length", "64",
                        "--max-position-embeddings", "128"])
     assert c.max_sequence_length == 128  # below the config's 256: honoured too
     with pytest.raises(UsageError, match=r"--seq-length 512 exceeds --max-position-embeddings 128; raise"):
