@@ -422,3 +422,28 @@ def test_generation_input_file_that_is_not_utf8(tmp_path):
         _read_prompts(str(tmp_path / "p.txt"))
     (tmp_path / "p.txt").write_bytes(b"first [MASK]\n\nthird [MASK]\n")
     assert _read_prompts(str(tmp_path / "p.txt")) == [(1, "first [MASK]"), (3, "third [MASK]")]
+
+
+@pytest.mark.slow
+def test_positions_of_a_real_pretrained_checkpoint(store, tmp_path, capsys):
+    """finetune_glm / pretrain_glm --load-pretrained of a glm-tiny checkpoint (256 positions): --seq-length 512
+    is refused before any tensor is read (it used to grow the table silently); the checkpoint's own config
+    supplies the positions, so pretraining from it needs no --model-config."""
+    from task_fixtures import TASK_DATA, pretrain_tiny
+
+    import finetune_glm
+
+    ckpt = pretrain_tiny(SAMPLE_TOKENIZER, tmp_path / "pre", steps=1)
+    common = ["--load-pretrained", str(ckpt), "--seq-length", "512", "--device", "cpu", "--no-tensorboard"]
+    code, line = cli(finetune_glm.main, "finetune_glm.py", [
+        "--task", "xnli", "--data-dir", str(TASK_DATA / "xnli" / "xtreme"), "--epochs", "0", *common], capsys)
+    assert code == EXIT_USAGE and "--seq-length 512 exceeds the 256 positions of the pretrained model" in line
+    assert "--max-position-embeddings 512" in line
+    args = ["--train-data", str(store), "--train-iters", "1", "--log-dir", str(tmp_path / "logs")]
+    code, line = pretrain_cli([*args, *common], capsys)
+    assert code == EXIT_USAGE and "--seq-length 512 exceeds the 256 positions of the pretrained model" in line
+    import pretrain_glm
+
+    r = pretrain_glm.main([*args, "--load-pretrained", str(ckpt), "--seq-length", "64", "--batch-size", "2",
+                           "--device", "cpu", "--no-tensorboard"])
+    assert r["step"] == 1  # glm-tiny's shape from the checkpoint's meta.json: the strict load succeeded
