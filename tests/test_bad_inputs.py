@@ -445,5 +445,7 @@ def test_positions_of_a_real_pretrained_checkpoint(store, tmp_path, capsys):
     import pretrain_glm
 
     r = pretrain_glm.main([*args, "--load-pretrained", str(ckpt), "--seq-length", "64", "--batch-size", "2",
-                           "--device", "cpu", "--no-tensorboard"])
-    assert r["step"] == 1  # glm-tiny's shape from the checkpoint's meta.json: the strict load succeeded
+                           "--device", "cpu", "--no-tensorboard", "--save", str(tmp_path / "ck")])
+    # glm-tiny's 256 positions from the checkpoint's meta.json (GLMConfig's default 512 grew its table before)
+    meta = json.loads((tmp_path / "ck" / "global_step1" / "meta.json").read_text())
+    assert r["step"] == 1 and meta["model_config"]["max_sequence_length"] == 256
