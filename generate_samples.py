@@ -126,8 +126,15 @@ def _read_prompts(path: str) -> list[tuple[int, str]]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--input-file {p}: no such file")
-    return [(i, line.rstrip("\n")) for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
-            if line.strip()]
+    data = p.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        from training.errors import DataError
+
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"--input-file {p}:{line}: byte 0x{data[e.start]:02x} is not UTF-8") from None
+    return [(i, line.rstrip("\n")) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 class _Printer:

@@ -57,14 +57,24 @@ def split_stores(stores: dict, valid_fraction: float) -> tuple[dict, dict]:
 # ------------------------------------------------------------------------------------------ model
 def build_model_config(cfg: PretrainConfig, vocab_size: int, base_config: dict | None = None):
     """GLMConfig from --model-config (else ``base_config``, e.g. a checkpoint's recorded config), the model
-    flags overriding its fields, and the tokenizer's padded vocabulary."""
+    flags overriding its fields, and the tokenizer's padded vocabulary.
+
+    The position table is never grown behind the user's back: ``--max-position-embeddings`` when given (also
+    above a pretrained checkpoint's table, whose rows are then copied into the first rows), else the config's
+    ``max_sequence_length``; a ``--seq-length`` above it is a UsageError naming both numbers."""
     from model import GLMConfig
+    from training.errors import UsageError
 
     m = cfg.model
     if m.model_config:
         base = GLMConfig.from_json_file(m.model_config).to_dict()
+        origin = m.model_config
+    elif base_config:
+        base = dict(base_config)
+        origin = "the checkpoint's meta.json"
     else:
-        base = dict(base_config or {})
+        base = {}
+        origin = "GLMConfig's default; no --model-config"
     overrides = {
         "num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_attention_heads,
         "max_sequence_length": m.max_position_embeddings, "hidden_dropout": m.hidden_dropout,
@@ -75,22 +85,34 @@ def build_model_config(cfg: PretrainConfig, vocab_size: int, base_config: dict |
     if m.checkpoint_activations:
         base["checkpoint_activations"] = True
         base["checkpoint_num_layers"] = m.checkpoint_num_layers
-    if "max_sequence_length" not in base or base["max_sequence_length"] < cfg.data.seq_length:
-        base["max_sequence_length"] = max(base.get("max_sequence_length", 0), cfg.data.seq_length)
-    where = m.model_config or "the model flags"
+    where = m.model_config or ("the checkpoint's model_config" if base_config else "the model flags")
+    config = GLMConfig.from_dict(base, source=where)  # its errors name the source already
+    seq, positions = cfg.data.seq_length, config.max_sequence_length
+    if seq > positions:
+        if m.max_position_embeddings is not None:
+            raise UsageError(f"--seq-length {seq} exceeds --max-position-embeddings {positions}; raise "
+                             f"--max-position-embeddings to at least {seq} or lower --seq-length")
+        if base_config and not m.model_config:
+            raise UsageError(f"--seq-length {seq} exceeds the {positions} positions of the pretrained model "
+                             f"({origin}); lower --seq-length, or pass --max-position-embeddings {seq} to grow "
+                             f"its position table (rows past {positions} start untrained)")
+        raise UsageError(f"--seq-length {seq} exceeds the model's {positions} positions ({origin}); to train "
+                         f"from scratch with longer sequences pass --max-position-embeddings {seq} (or set "
+                         f"max_sequence_length in the model config), or lower --seq-length")
     try:
-        config = GLMConfig.from_dict(base, source=where)
-        config.validate(cfg.train.model_parallel_size, seq_length=cfg.data.seq_length)
+        config.validate(cfg.train.model_parallel_size, seq_length=seq)
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
     return config
 
 
 def _store_tokenizer(root: str) -> dict:
-    index = Path(root) / "index.json"
-    if not index.is_file():
+    from data_utils.corpus import read_index
+
+    if not (Path(root) / "index.json").is_file():
         raise FileNotFoundError(f"--train-data {root}: not a complete token store (no index.json)")
-    return json.loads(index.read_text(encoding="utf-8")).get("tokenizer", {})
+    rec = read_index(root).get("tokenizer", {})
+    return rec if isinstance(rec, dict) else {}
 
 
 def resolve_tokenizer_path(cfg: PretrainConfig) -> str:
@@ -127,7 +149,7 @@ def run(cfg: PretrainConfig) -> dict:
     from data_utils.samplers import build_pretrain_loader
     from data_utils.sentence_end import SentenceEnds
     from data_utils.tokenizer import GLMTokenizer
-    from model import GLMModel, hf_compat
+    from model import GLMModel
     from model.glm import glm_lm_loss, model_flops_per_token, num_parameters, param_groups_for_weight_decay
     from training import checkpoint as ckpt
     from training.distributed import shutdown, start_run
@@ -153,16 +175,18 @@ def run(cfg: PretrainConfig) -> dict:
         # (a released 250,112-row mGLM table at TP 4 too), refused before any tensor is read when the
         # tokenizer does not match them.
         pre = t.load_pretrained if t.load_pretrained and not t.load else None
-        vocab = ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre,
+        pre_meta = ckpt.pretrained_meta(pre)  # our checkpoint's meta.json: its architecture and positions
+        vocab = ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
                                     tokenizer_path=tok_path)
         stores = {}
         for root in d.train_data:
-            for lang, s in open_stores(root).items():
+            for lang, s in open_stores(root, vocab_size=tok.num_text_tokens).items():
                 if lang in stores:
                     raise ValueError(f"language {lang!r} appears in two --train-data stores")
                 stores[lang] = s
         if d.valid_data:
-            valid_stores = {lang: s for root in d.valid_data for lang, s in open_stores(root).items()}
+            valid_stores = {lang: s for root in d.valid_data
+                            for lang, s in open_stores(root, vocab_size=tok.num_text_tokens).items()}
             train_stores = stores
         else:
             train_stores, valid_stores = split_stores(stores, d.valid_fraction)
@@ -179,9 +203,7 @@ def run(cfg: PretrainConfig) -> dict:
                                  seq_length=d.seq_length), tok, ends)
 
         # Model, engine ---------------------------------------------------------------------------
-        # A Hugging Face hub folder (--load-pretrained) carries the architecture in its config.json.
-        hub = ckpt.pretrained_meta(pre) if pre and hf_compat.is_hub_folder(pre) else None
-        model_config = build_model_config(cfg, vocab, (hub or {}).get("model_config"))
+        model_config = build_model_config(cfg, vocab, (pre_meta or {}).get("model_config"))
         model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
         log.info(f"GLM {model_config.num_layers} layers, hidden {model_config.hidden_size}, heads "
                  f"{model_config.num_attention_heads}, vocab {vocab} ({len(tok)} tokens); "

@@ -60,6 +60,8 @@ class GLMTokenizer:
     def __init__(self, model_path: str | os.PathLike, add_dblock: bool = False):
         import sentencepiece as spm
 
+        from training.errors import DataError
+
         self.model_path = os.fspath(model_path)
         if os.path.isdir(self.model_path):
             raise FileNotFoundError(f"{self.model_path} is a directory; expected a sentencepiece .model file")
@@ -69,11 +71,11 @@ class GLMTokenizer:
         try:
             ok = self.sp.Load(self.model_path)
         except Exception as e:  # sentencepiece raises OSError/RuntimeError with a C++ message
-            raise ValueError(
+            raise DataError(
                 f"{self.model_path} is not a valid sentencepiece model ({type(e).__name__}: {str(e).strip()})"
             ) from None
         if not ok:
-            raise ValueError(f"{self.model_path} is not a valid sentencepiece model")
+            raise DataError(f"{self.model_path} is not a valid sentencepiece model")
         self.num_text_tokens = self.sp.GetPieceSize()
         n = self.num_text_tokens
         layout = _COMMAND_LAYOUT + ((_DBLOCK,) if add_dblock else ())

@@ -8,6 +8,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Python types a JSON value may have for a field annotated with this type (bool is not an int here).
+_JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_type(source: str, name: str, annotation: str, value: Any) -> None:
+    """DataError ``<source>: field 'x': expected int, got 'two' (str)`` unless ``value`` fits the annotation
+    (``int``, ``float``, ``bool``, optionally ``| None``)."""
+    from training.errors import DataError
+
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    for k in kinds:
+        ok = _JSON_TYPES.get(k)
+        if ok is not None and isinstance(value, ok) and (k == "bool" or not isinstance(value, bool)):
+            return
+    expected = " or ".join("null" if k == "None" else k for k in kinds)
+    raise DataError(f"{source}: field {name!r}: expected {expected}, got {value!r} ({type(value).__name__})")
+
 
 @dataclass
 class GLMConfig:
@@ -61,10 +80,12 @@ class GLMConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> GLMConfig:
         """Build from a dict; unknown keys are an error naming the key and ``source``."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in values if k not in known)
         if unknown:
             raise ValueError(f"{source}: unknown GLMConfig key(s) {unknown}; expected a subset of {sorted(known)}")
+        for name, value in values.items():
+            _check_type(source, name, str(known[name]), value)
         return cls(**values)
 
     def to_json_file(self, path: str | Path) -> None:
@@ -75,13 +96,9 @@ class GLMConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model config {path} does not exist")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from e
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object of GLMConfig fields")
-        return cls.from_dict(values, source=str(path))
+        from training.errors import read_json_object
+
+        return cls.from_dict(read_json_object(path, "model config"), source=str(path))
 
     def validate(self, tensor_parallel_size: int = 1, seq_length: int | None = None) -> GLMConfig:
         """Raise ValueError naming the field when the config cannot build a model at this TP size."""

@@ -131,4 +131,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from training.errors import run_cli
+
+    run_cli(main, "demo.py")

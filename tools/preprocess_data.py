@@ -47,4 +47,6 @@ def main(argv: list[str] | None = None) -> PreprocessSummary:
 
 
 if __name__ == "__main__":
-    main()
+    from training.errors import run_cli
+
+    run_cli(main, "preprocess_data.py")

@@ -9,7 +9,6 @@ start naming both; a value given in only one place is taken from there.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -207,10 +206,9 @@ def merge_deepspeed_config(ns: argparse.Namespace, ds_path: str) -> tuple[dict[s
     path = Path(ds_path)
     if not path.is_file():
         raise FileNotFoundError(f"--deepspeed_config {path}: file not found")
-    try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    from training.errors import read_json_object
+
+    ds = read_json_object(path, "DeepSpeed config")
     if "scheduler" in ds:
         raise ValueError(f"{path}: remove the 'scheduler' block; mglm sets the learning rate itself "
                          "(--lr, --warmup, --lr-decay-style, --lr-decay-iters, --lr-decay-ratio)")
@@ -295,15 +293,7 @@ def validate(cfg: PretrainConfig) -> None:
         raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
 
 
-def run_cli(main, prog: str) -> None:
-    """Run an entry script's ``main()``; user errors become one line on stderr and exit code 2."""
-    import sys
-
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+from training.errors import run_cli  # noqa: E402,F401  (the entry scripts import it from here)
 
 
 # ------------------------------------------------------------------------------------- finetuning
