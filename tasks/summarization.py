@@ -13,7 +13,8 @@ Readers (each error names the file and line and what was expected):
   summary (mGLM's ``NCLSProcessor``).
 - ``read_scisummnet_zh``: ScisummNet with Chinese summaries: ``{"pid": ..., "zh_sum": ...}`` lines (JSON or
   Python-dict syntax, as mGLM's ``scisummnet-zh.txt``) plus the English papers, either the ScisummNet release
-  (``top1000_complete/<pid>/Documents_xml/<pid>.xml``: every ``<S>`` of every ``<SECTION>``) or the mT5
+  (``top1000_complete/<pid>/Documents_xml/<pid>.xml``: every ``<S>`` of every ``<SECTION>``, or of the whole
+  paper when it has no ``<SECTION>``; the reader logs how many papers did) or the mT5
   baseline's ``scisummnet.csv`` (columns ``pid``, ``text``).
 
 Every text goes through ``punctuation_standardization`` (mGLM: curly quotes to straight, en dash to
@@ -32,6 +33,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import logging
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -41,6 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from tasks.seq2seq import GenerationTask
+from training.logging import LOGGER_NAME
 
 # The cue before the blank, by target language (reference 1.9: mGLM's SummaryPVP; full-width colon).
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " tl;dr:"})
@@ -191,15 +194,21 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
     return rows
 
 
-def scisummnet_xml_text(path: Path) -> str:
-    """The text of a ScisummNet paper: every ``<S>`` of every ``<SECTION>``, in order, joined by spaces
-    (mGLM concatenates them without a separator, which glues the sentences together)."""
+def scisummnet_xml_text(path: Path) -> tuple[str, bool]:
+    """The text of a ScisummNet paper and whether it fell back to the whole document.
+
+    The text is every ``<S>`` of every ``<SECTION>``, in order, joined by spaces (mGLM concatenates them
+    without a separator, which glues the sentences together). Some papers have no ``<SECTION>`` at all (their
+    ``<S>`` sit directly under ``<PAPER>``: 63 of the 978 CL-SciSumm copies); for them the text is every
+    ``<S>`` of the document, in order, and the second value is True so that the reader can say how many."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise ValueError(f"{path}: not well-formed XML ({e}); expected a ScisummNet Documents_xml file") from None
-    sents = [" ".join("".join(s.itertext()).split()) for sec in root.iter("SECTION") for s in sec.iter("S")]
-    return clean_text(" ".join(s for s in sents if s))
+    sections = list(root.iter("SECTION"))
+    nodes = [s for sec in sections for s in sec.iter("S")] if sections else list(root.iter("S"))
+    sents = [" ".join("".join(s.itertext()).split()) for s in nodes]
+    return clean_text(" ".join(s for s in sents if s)), not sections
 
 
 def parse_record(line: str, where: str) -> dict:
@@ -226,6 +235,7 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
     csv_path = data_dir / "scisummnet.csv"
     csv_text: dict[str, str] | None = None
     out = []
+    whole_document: list[str] = []  # papers without <SECTION>: their source is every <S> of the paper
     n = 0
     for lineno, line in enumerate(records.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -240,7 +250,9 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
             raise ValueError(f"{where}: empty zh_sum of paper {pid}")
         xml = xml_dir / pid / "Documents_xml" / f"{pid}.xml"
         if xml.is_file():
-            source = scisummnet_xml_text(xml)
+            source, fell_back = scisummnet_xml_text(xml)
+            if fell_back:
+                whole_document.append(pid)
         else:
             if csv_text is None:
                 csv_text = ({r["pid"]: r["text"] for _, r in read_csv_columns(csv_path, ("pid", "text"))}
@@ -252,6 +264,11 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
         if not source:
             raise ValueError(f"{where}: the English source of paper {pid} is empty")
         out.append(SummaryExample(f"{split}-{lang}-{len(out)}", lang, source, summary, "zh", where))
+    if whole_document:
+        logging.getLogger(LOGGER_NAME).info(
+            f"{records} ({split}): {len(whole_document)} of {len(out)} papers have no <SECTION> in their XML; "
+            f"their source is every <S> of the document ({', '.join(whole_document[:5])}"
+            f"{', ...' if len(whole_document) > 5 else ''})")
     return out
 
 

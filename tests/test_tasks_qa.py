@@ -224,6 +224,40 @@ def test_bad_input(tmp_path, sample_tokenizer):
                                  str(SAMPLE_TOKENIZER), flag, value])
 
 
+def _squad(tmp_path: Path, ids: list[str], name: str = "f.json") -> Path:
+    """A SQuAD-format file with one paragraph whose questions carry ``ids`` (answer "c" in context "c d")."""
+    path = tmp_path / name
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c d", "qas": [
+        {"id": i, "question": f"q{k}", "answers": [{"text": "c"}]} for k, i in enumerate(ids)]}]}]}),
+        encoding="utf-8")
+    return path
+
+
+def test_repeated_ids_train_versus_evaluation(tmp_path):
+    """A training file may repeat ids (XTREME's TyDiQA-GoldP train file does): every question is read. An
+    evaluation file keys predictions by id: a repeat is one error naming every repeated id and where."""
+    path = _squad(tmp_path, ["0", "1", "0", "2", "1", "0"])
+    train = read_squad_file(path, "en", require_answers=True)
+    assert [e.question for e in train] == [f"q{k}" for k in range(6)] and [e.uid for e in train][:3] == ["0", "1", "0"]
+    with pytest.raises(ValueError) as err:
+        read_squad_file(path, "en")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: 2 question id(s) repeat: '0' at data[0].paragraphs[0].qas[0], "
+                          "data[0].paragraphs[0].qas[2], data[0].paragraphs[0].qas[5]; '1' at "
+                          "data[0].paragraphs[0].qas[1], data[0].paragraphs[0].qas[4]; "), msg
+    assert "'2'" not in msg
+    # TyDiQA reads such a training file in XTREME's layout, and refuses it as a dev file.
+    d = tmp_path / "ty"
+    (d / "tydiqa-goldp-v1.1-train").mkdir(parents=True)
+    (d / "tydiqa-goldp-v1.1-dev").mkdir()
+    shutil.copy(path, d / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json")
+    shutil.copy(path, d / "tydiqa-goldp-v1.1-dev" / "tydiqa.goldp.en.dev.json")
+    ty = TyDiQA(WordTokenizer(["c", "d"]), 64, options=FinetuneArgs())
+    assert len(ty.read_split(d, "train", None)["en"]) == 6
+    with pytest.raises(ValueError, match=r"tydiqa\.goldp\.en\.dev\.json: 2 question id\(s\) repeat"):
+        ty.read_split(d, "dev", None)
+
+
 def _run(task, data, save, *extra):
     import finetune_glm
 

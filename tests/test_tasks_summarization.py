@@ -88,6 +88,30 @@ def test_scisummnet_zh_reader(sample_tokenizer):
     assert got["test"][0].source.startswith("Language models predict")  # no XML: from scisummnet.csv
 
 
+def test_scisummnet_paper_without_sections_falls_back_to_the_whole_document(tmp_path, sample_tokenizer, capsys):
+    """A paper whose XML has no <SECTION> (its <S> directly under <PAPER>, as 63 of the CL-SciSumm copies)
+    gives every <S> of the document; a paper with sections still gives only theirs; the run says how many."""
+    from training.logging import get_logger
+
+    def paper(pid: str, body: str) -> None:
+        d = tmp_path / "top1000_complete" / pid / "Documents_xml"
+        d.mkdir(parents=True)
+        (d / f"{pid}.xml").write_text(f"<PAPER>{body}</PAPER>", encoding="utf-8")
+
+    paper("A1", '<S sid="0">Title  line.</S><ABSTRACT><S sid="1">An abstract.</S></ABSTRACT>'
+                '<SECTION title="1"><S sid="2">In a section.</S></SECTION>')
+    paper("B2", '<S sid="0">First  sentence.</S>\n  <S sid="1">Second <b>bold</b> one.</S>')
+    paper("C3", '<ABSTRACT><S sid="0">Only an abstract.</S></ABSTRACT>')
+    (tmp_path / "scisummnet-zh.dev.txt").write_text(
+        "".join(json.dumps({"pid": p, "zh_sum": f"摘要{p}"}) + "\n" for p in ("A1", "B2", "C3")), encoding="utf-8")
+    get_logger(0)  # the run's logger (rank 0: INFO to stdout)
+    capsys.readouterr()
+    got = ScisummNetZh(sample_tokenizer, 128).read_split(tmp_path, "dev", None)["en2zh"]
+    assert [e.source for e in got] == ["In a section.", "First sentence. Second bold one.", "Only an abstract."]
+    notes = [line for line in capsys.readouterr().out.splitlines() if "<SECTION>" in line]
+    assert len(notes) == 1 and "(dev): 2 of 3 papers have no <SECTION>" in notes[0] and "(B2, C3)" in notes[0]
+
+
 def test_scisummnet_zh_mglm_split(tmp_path, sample_tokenizer):
     """One records file: records 1-799 train, 801.. dev and test (record 800 in neither)."""
     n = 805
