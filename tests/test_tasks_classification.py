@@ -159,6 +159,84 @@ def test_pattern_ids(tok):
         PAWSX(tok, 128, pattern_id=5)
 
 
+# ------------------------------------------------------------------------------------------ mGLM's parts
+@pytest.fixture(scope="module")
+def spaced_tok(tmp_path_factory):
+    """The bundled sample model with sentencepiece's whitespace handling off (no dummy prefix, no removal of
+    leading/trailing/repeated spaces): a tokenizer that keeps every space, so a part ``" " + s`` and ``s``,
+    or a stripped and an unstripped text, get different ids."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from data_utils.tokenizer import GLMTokenizer
+
+    m = sentencepiece_model_pb2.ModelProto()
+    m.ParseFromString(SAMPLE_TOKENIZER.read_bytes())
+    m.normalizer_spec.add_dummy_prefix = False
+    m.normalizer_spec.remove_extra_whitespaces = False
+    path = tmp_path_factory.mktemp("spaced") / "spaced.model"
+    path.write_bytes(m.SerializeToString())
+    return GLMTokenizer(path)
+
+
+# mGLM's part lists (tasks/superglue/pvp.py, PawsxPVP / XnliPVP), for text_a = "The cat sleeps." and
+# text_b = "A cat sleeps." (PAWS-X: s1 = text_a, s2 = text_b without its final period), as pieces of the
+# space-keeping tokenizer worked out by hand: a leading space is the piece "▁", or part of a "▁word" piece.
+S1 = ["T", "he", "▁ca", "t", "▁sleep", "s", "."]  # "The cat sleeps." (no leading space: no "▁The")
+S1_SPACED = ["▁The", "▁ca", "t", "▁sleep", "s", "."]  # " " + "The cat sleeps."
+S2 = ["A", "▁ca", "t", "▁sleep", "s"]  # "A cat sleeps"
+PAWSX_PIECES = {
+    0: [['"'], S2, ['"', "▁", "?"], "MASK", [","], ["▁", '"'], S1, ['"']],  # '"' s2 '" ?' M ',' ' "' s1 '"'
+    1: [S2, ["?"], "MASK", [","], S1_SPACED],  # s2 '?' M ',' ' ' + s1
+    2: [['"'], S2, ['"', "▁", "?"], "MASK", [".", "▁", '"'], S1, ['"']],  # '"' s2 '" ?' M '. "' s1 '"'
+    3: [S2, ["?"], "MASK", ["."], S1_SPACED],  # s2 '?' M '.' ' ' + s1
+}
+
+
+def _ids(tok, parts) -> list[int]:
+    """[CLS] parts <eos>: each part a list of pieces, a literal mGLM string (encoded by sentencepiece alone),
+    or "MASK"."""
+    ids = [tok.cls_id]
+    for p in parts:
+        if p == "MASK":
+            ids.append(tok.mask_id)
+        elif isinstance(p, str):
+            ids.extend(tok.sp.EncodeAsIds(p))
+        else:
+            ids.extend(tok.sp.PieceToId(x) for x in p)
+    assert tok.sp.unk_id() not in ids
+    return ids + [tok.eos_id]
+
+
+@pytest.mark.parametrize("pattern_id", [0, 1, 2, 3])
+def test_pawsx_patterns_give_mglm_ids(spaced_tok, pattern_id):
+    from tasks.base import Example
+    from tasks.pawsx import PAWSX
+
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps.", "1", "f:1")
+    s = PAWSX(spaced_tok, 128, pattern_id=pattern_id).encode(ex)
+    expect = _ids(spaced_tok, PAWSX_PIECES[pattern_id])
+    assert s["input_ids"] == expect, spaced_tok.convert_ids_to_tokens(s["input_ids"])
+    assert s["mask_pos"] == expect.index(spaced_tok.mask_id)
+
+
+def test_xnli_pattern_gives_mglm_ids(spaced_tok):
+    """Premise ``text_a.strip()``, hypothesis ``text_b.rstrip(punctuation).strip()``: surrounding spaces are
+    gone, and a hypothesis ending in ". " keeps its period (the strip comes after the punctuation strip)."""
+    from tasks.base import Example
+
+    t = xnli(spaced_tok)
+    ex = Example("u", "en", "  The cat sleeps. ", "A cat sleeps. ", "entailment", "f:1")
+    expect = _ids(spaced_tok, ['Based on the fact written in foreign language: "', S1, ['"', "."],
+                               ' Is the followling statement reasonably True or definitely False: "', S2 + ["."],
+                               ['"', "?"], ["▁An", "s", "w", "er", ":"], "MASK"])
+    assert t.encode(ex)["input_ids"] == expect, spaced_tok.convert_ids_to_tokens(t.encode(ex)["input_ids"])
+    plain = Example("v", "en", "The cat sleeps.", "A cat sleeps!?", "entailment", "f:2")
+    assert t.encode(plain)["input_ids"] == _ids(spaced_tok, [
+        'Based on the fact written in foreign language: "', S1, ['"', "."],
+        ' Is the followling statement reasonably True or definitely False: "', S2, ['"', "?"],
+        ["▁An", "s", "w", "er", ":"], "MASK"])
+
+
 # ------------------------------------------------------------------------------------------ encoding
 def test_encoding_layout_and_truncation(tok):
     """[CLS] pattern <eos> <sop>; sop at index sep with position (mask_pos, 1); parts tokenized separately;
