@@ -103,6 +103,31 @@ def test_windows_hand_worked():
                         tok.vocab["Answer:"], sm]
 
 
+def test_training_questions_without_their_answer_are_counted(capsys):
+    """Questions whose answer is in no window (here: not in the context at all) are counted and named in one
+    warning, whether their N/A windows are kept or dropped; answered questions are not."""
+    from training.logging import get_logger
+
+    tok = WordTokenizer(WORDS)
+    src = "f.json: data[0].paragraphs[0].qas[{}]"
+    exs = [QAExample("q1", "en", "who?", CONTEXT, ("w18 w19",), src.format(0)),
+           QAExample("q2", "en", "who?", CONTEXT, ("nothing",), src.format(1)),
+           QAExample("q3", "en", "who?", CONTEXT, ("nothing w1",), src.format(2))]
+    get_logger(0)
+    capsys.readouterr()
+    keep = XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs)
+    assert len(keep) == 3 * 4  # every window of every question (4 windows each)
+    out = capsys.readouterr().out
+    assert ("xquad: 2 of 3 training questions have their answer in no window of their context (2 of them: the "
+            "answer text is not in the context at all); they are trained on N/A targets only; first: "
+            "'q2' (data[0].paragraphs[0].qas[1]), 'q3' (data[0].paragraphs[0].qas[2]) in f.json") in out, out
+    drop = XQuAD(tok, 16, options=FinetuneArgs(qa_na_train="drop")).train_samples(exs)
+    assert [s["example"] for s in drop] == [0, 0]
+    assert "they are dropped (--qa-na-train drop)" in capsys.readouterr().out
+    XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs[:1])
+    assert "training questions" not in capsys.readouterr().out
+
+
 def test_aggregation_picks_the_right_window_and_na_is_wrong():
     tok = WordTokenizer(WORDS)
     exs = [QAExample(f"q{i}", "en", "who?", CONTEXT, ("w5 w6",), "t") for i in range(3)]
