@@ -38,12 +38,14 @@ class Example:
 
 
 def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, expect: str,
-             min_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
+             min_fields: int | None = None, max_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, selected fields) of a tab-separated file; fields are not unquoted.
 
     ``columns``: indices, or names looked up in the header line. Rows with fewer than ``min_fields`` fields
-    (default: enough for every selected column) raise ValueError naming file, line and ``expect``.
-    Completely empty lines carry no data and are passed over.
+    (default: enough for every selected column) or more than ``max_fields`` (default: as many as the header
+    has, or as many as ``columns`` reach without a header) raise ValueError naming file, line and
+    ``expect``: an extra field is a tab inside a text or a shifted row, and taking the first fields of it
+    would silently read the wrong text or label. Completely empty lines carry no data and are passed over.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
@@ -66,6 +68,7 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
         else:
             idx = list(columns)  # type: ignore[arg-type]
         need = min_fields if min_fields is not None else max(idx) + 1
+        most = max_fields if max_fields is not None else (len(names) if header else max(idx) + 1)
         for lineno, line in lines:
             line = line.rstrip("\r\n")
             if not line:
@@ -73,6 +76,9 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
             fields = line.split("\t")
             if len(fields) < need:
                 raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated field(s); expected {expect}")
+            if len(fields) > most:
+                raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated fields, more than the {most} "
+                                 f"columns of the file (a tab inside a text?); expected {expect}")
             yield lineno, [fields[i] if i < len(fields) else "" for i in idx]
 
 
@@ -234,15 +240,39 @@ def selection_key(select_on: str) -> str:
     return {"all": "pooled"}.get(key, key)
 
 
-def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str]) -> str:
-    """A readable table: languages across (avg and pooled last), one row per metric."""
-    if not scores:
+def default_select_on(dev: dict[str, list[Any]], requested: Sequence[str] | None,
+                      has_gold: Callable[[Sequence[Any]], bool]) -> tuple[str | None, str]:
+    """``--select-on`` when the command line does not give it: English dev when the data has a labelled
+    one (XTREME's zero-shot protocol), else the dev set of the first requested language (``--languages``
+    order), else of the first language read. Returns ``(choice or None, why)`` for the log."""
+    def usable(lang: str) -> bool:
+        return bool(dev.get(lang)) and has_gold(dev[lang])
+
+    if usable("en"):
+        return "en-dev", "English dev set"
+    why = "no labelled English dev set"
+    for lang in list(requested or ()) + list(dev):
+        if usable(lang):
+            which = "the first requested language's" if requested else "the first language's"
+            return f"{lang}-dev", f"{why}; {which} dev set"
+    return None, f"{why}, and no other labelled dev set"
+
+
+def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str], absent: Sequence[str] = ()) -> str:
+    """A readable table: languages across (avg and pooled last), one row per metric. ``absent``: languages
+    of the benchmark whose file is missing or empty, shown as ``absent`` columns (not silently left out;
+    they are not in avg or pooled either)."""
+    if not scores and not absent:
         return f"{title}: no labelled examples"
-    keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in ("avg", "pooled") if k in scores]
+    keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in absent if k not in scores]
+    keys += [k for k in ("avg", "pooled") if k in scores]
     width = max(7, *(len(k) + 1 for k in keys))
     lines = [f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)]
     for m in metrics:
-        lines.append(f"{m:<14}" + "".join(f"{scores[k][m]:>{width}.2f}" for k in keys))
+        lines.append(f"{m:<14}" + "".join(f"{scores[k][m]:>{width}.2f}" if k in scores else f"{'absent':>{width}}"
+                                          for k in keys))
+    if not scores:
+        lines.append("(no labelled examples)")
     return "\n".join(lines)
 
 
@@ -281,6 +311,11 @@ class Task:
         """``{lang: examples}`` of ``split`` (train | dev | test). ``languages=None``: every language whose
         file is present (train: the train language); an explicit list makes a missing file an error."""
         raise NotImplementedError
+
+    def expected_languages(self, split: str) -> tuple[str, ...]:
+        """The languages a complete ``split`` of the benchmark has (default: ``languages``). One of them that
+        ``read_split(..., None)`` does not return, or returns empty, is reported as absent by the run."""
+        return tuple(self.languages)
 
     def encode(self, example: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -97,6 +97,10 @@ class NCLS(SummarizationTask):
         if self._direction is not None:
             self.train_language = self._direction
 
+    def expected_languages(self, split: str) -> tuple[str, ...]:
+        """One direction per run: the other is not missing."""
+        return (self.train_language,)
+
     def direction(self, data_dir: Path) -> str:
         if self._direction is None:
             self._direction = detect_direction(data_dir)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tasks.base import Example, check_label, read_tsv
-from tasks.classification import MASK, ClozeClassificationTask, read_xtreme_split
+from tasks.classification import MASK, ClozeClassificationTask, check_rows, read_xtreme_split
 
 _RAW_FILES = {"train": "train.tsv", "dev": "dev_2k.tsv", "test": "test_2k.tsv"}
 
@@ -77,5 +77,6 @@ class PAWSX(ClozeClassificationTask):
                 where = f"{path}:{lineno}"
                 rows.append(Example(f"{split}-{lang}-{len(rows)}", lang, a, b,
                                     check_label(label, self.labels, where), where))
+            check_rows(rows, path, split, lang, languages is not None)
             out[lang] = rows
         return out

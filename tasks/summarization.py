@@ -190,6 +190,10 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
             lineno = reader.line_num
             if any(row.get(c) is None for c in columns):
                 raise ValueError(f"{path}:{lineno}: row has fewer fields than the header")
+            if None in row:  # csv.DictReader puts the fields beyond the header's under the key None
+                raise ValueError(f"{path}:{lineno}: {len(reader.fieldnames) + len(row[None])} fields, more than "
+                                 f"the {len(reader.fieldnames)} columns of the header {reader.fieldnames} "
+                                 "(an unquoted comma in a text?)")
             rows.append((lineno, row))
     return rows
 

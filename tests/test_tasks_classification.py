@@ -75,15 +75,34 @@ def test_bad_input_errors(tok, tmp_path):
     with pytest.raises(ValueError, match=r"train-en\.tsv:2: unknown label 'entails'; expected one of "
                                          r"\['neutral', 'entailment', 'contradiction'\]"):
         t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("p\th\tentailment\np\th\tneutral\textra\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: 4 tab-separated fields, more than the 3 columns"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("p\th\tentailment\tshifted\n", encoding="utf-8")  # a trailing field too
+    with pytest.raises(ValueError, match=r"train-en\.tsv:1: 4 tab-separated fields"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv: the training file is empty"):
+        t.read_split(d, "train", None)
     (d / "dev-en.tsv").write_text("p\th\tneutral\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"dev-sw\.tsv: the dev file of language 'sw' is missing"):
         t.read_split(d, "dev", ["en", "sw"])
+    # An empty file: an error for a language listed by --languages; otherwise read as empty (the run reports it).
+    (d / "dev-de.tsv").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dev-de\.tsv: the dev file of language 'de' is empty \(listed by "):
+        t.read_split(d, "dev", ["en", "de"])
+    assert t.read_split(d, "dev", None) == {"de": [], "en": [t.read_split(d, "dev", ["en"])["en"][0]]}
     with pytest.raises(FileNotFoundError, match=r"x-final/fr/dev_2k\.tsv: the dev file of language 'fr'"):
         PAWSX(tok, 128).read_split(_pawsx_without_fr(tmp_path), "dev", ["en", "fr"])
     raw = tmp_path / "raw" / "x-final" / "en"
     raw.mkdir(parents=True)
     (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t2\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train\.tsv:2: unknown label '2'; expected one of \['0', '1'\]"):
+        PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
+    (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\ta\tb\tc\t0\n",
+                                   encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.tsv:3: 5 tab-separated fields, more than the 4 columns of the "
+                                         r"file \(a tab inside a text\?\); expected id, sentence1"):
         PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
 
 

@@ -235,7 +235,7 @@ def test_task_flag_defaults(tmp_path):
                              "--rouge-tokenization", "mglm"]).finetune
     assert (f.num_beams, f.seq_length, f.length_penalty, f.rouge_tokenization) == (1, 64, 0.7, "mglm")
     x = parse_finetune_args(["--task", "xnli", "--data-dir", str(RAW)]).finetune
-    assert (x.num_beams, x.seq_length, x.select_on) == (1, 256, "en-dev")  # other tasks keep the generic defaults
+    assert (x.num_beams, x.seq_length, x.select_on) == (1, 256, None)  # other tasks: chosen from the dev sets read
     with pytest.raises(ValueError, match="--ncls-direction 'fr2de': expected en2zh or zh2en"):
         parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW), "--ncls-direction", "fr2de"])
     with pytest.raises(ValueError, match="--rouge-tokenization 'bpe'"):
@@ -279,6 +279,11 @@ def test_bad_input(tmp_path, sample_tokenizer):
     bad.mkdir()
     (bad / "scisummnet-zh.train.txt").write_text('{"pid": "X1", "zh_sum": "摘要"}\n', encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="no English source of paper X1"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    # a CSV row with more fields than the header: file:line, not the first fields silently taken
+    (bad / "scisummnet.csv").write_text("pid,text\nX1,A paper.\nX2,A paper, with a comma\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"scisummnet\.csv:3: 3 fields, more than the 2 columns of the header "
+                                         r"\['pid', 'text'\]"):
         ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
 
 
