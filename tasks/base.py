@@ -91,8 +91,13 @@ def check_label(label: str, labels: Sequence[str], where: str) -> str:
 
 def fit_parts(parts: list[tuple[list[int], bool]], budget: int, what: str) -> list[tuple[list[int], bool]]:
     """Shorten ``(token ids, shortenable)`` parts in place until their total length is at most ``budget``:
-    one token at a time from the end of the currently longest shortenable part (GLM's PVP truncation,
-    reference 1.7). ``what`` names the input in the error raised when the fixed parts alone do not fit."""
+    one token at a time from the end of the currently longest shortenable part (the first of equals).
+    ``what`` names the input in the error raised when the fixed parts alone do not fit.
+
+    This differs from mGLM's PET truncation (``PVP.truncate``) on inputs that do not fit: mGLM cuts the
+    last non-empty shortenable part of the longer of its two part groups (PAWS-X: the same sentence as
+    here, except that a tie cuts sentence 1; XNLI, one group: the hypothesis, down to nothing, before the
+    premise). Inputs that fit are encoded identically."""
     total = sum(len(t) for t, _ in parts)
     while total > budget:
         lens = [len(t) if short else -1 for t, short in parts]

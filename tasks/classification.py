@@ -49,6 +49,8 @@ def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[
     ``text_a text_b [label]`` (XTREME's test files carry no label column)."""
     langs = [task.train_language] if split == "train" else languages
     explicit = languages is not None
+    if split == "test" and not any((folder / f"test-{lang}.tsv").is_file() for lang in task.languages):
+        return {}  # no test split at all (it is optional): no language of it is missing
     if langs is None:
         langs = [lang for lang in task.languages if (folder / f"{split}-{lang}.tsv").is_file()]
         if not langs:

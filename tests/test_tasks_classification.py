@@ -92,6 +92,11 @@ def test_bad_input_errors(tok, tmp_path):
     with pytest.raises(ValueError, match=r"dev-de\.tsv: the dev file of language 'de' is empty \(listed by "):
         t.read_split(d, "dev", ["en", "de"])
     assert t.read_split(d, "dev", None) == {"de": [], "en": [t.read_split(d, "dev", ["en"])["en"][0]]}
+    # No test file at all: no test split, even for languages asked for; one test file: the others are missing.
+    assert t.read_split(d, "test", ["en", "de"]) == {} and t.read_split(d, "test", None) == {}
+    (d / "test-en.tsv").write_text("p\th\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"test-de\.tsv: the test file of language 'de' is missing"):
+        t.read_split(d, "test", ["en", "de"])
     with pytest.raises(FileNotFoundError, match=r"x-final/fr/dev_2k\.tsv: the dev file of language 'fr'"):
         PAWSX(tok, 128).read_split(_pawsx_without_fr(tmp_path), "dev", ["en", "fr"])
     raw = tmp_path / "raw" / "x-final" / "en"
