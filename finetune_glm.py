@@ -252,9 +252,10 @@ def run(cfg: FinetuneConfig) -> dict:
             "train_losses": state.step_losses, "history": state.history,
             "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
         }
-        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, absent["dev"])]
+        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, absent["dev"], task.languages)]
         if test or absent.get("test"):
-            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, absent["test"]))
+            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, absent["test"],
+                                       task.languages))
         log.info("\n" + "\n".join(tables))
         if info.rank == 0 and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)

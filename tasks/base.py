@@ -263,13 +263,17 @@ def default_select_on(dev: dict[str, list[Any]], requested: Sequence[str] | None
     return None, f"{why}, and no other labelled dev set"
 
 
-def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str], absent: Sequence[str] = ()) -> str:
+def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str], absent: Sequence[str] = (),
+                 order: Sequence[str] = ()) -> str:
     """A readable table: languages across (avg and pooled last), one row per metric. ``absent``: languages
     of the benchmark whose file is missing or empty, shown as ``absent`` columns (not silently left out;
-    they are not in avg or pooled either)."""
+    they are not in avg or pooled either). ``order``: the benchmark's language order, which the columns
+    follow when given (others after them, as they come)."""
     if not scores and not absent:
         return f"{title}: no labelled examples"
     keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in absent if k not in scores]
+    rank = {lang: i for i, lang in enumerate(order)}
+    keys = sorted(keys, key=lambda k: rank.get(k, len(rank)))  # stable: unknown keys keep their order
     keys += [k for k in ("avg", "pooled") if k in scores]
     width = max(7, *(len(k) + 1 for k in keys))
     lines = [f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)]

@@ -196,8 +196,10 @@ def test_selection_default_and_absent_languages(setup, tmp_path, capsys):
     assert [k for k in r["dev"]] == ["de", "fr", "avg", "pooled"] and list(r["test"]) == ["de", "avg", "pooled"]
     assert r["dev"]["avg"]["accuracy"] == (r["dev"]["de"]["accuracy"] + r["dev"]["fr"]["accuracy"]) / 2
     header, row = (tmp_path / "a" / "results.txt").read_text().splitlines()[:2]
-    assert header.split()[2:] == ["de", "fr", "en", "es", "ja", "ko", "zh", "avg", "pooled"]
-    assert row.split()[3:8] == ["absent"] * 5
+    assert header.split()[2:] == ["de", "en", "es", "fr", "ja", "ko", "zh", "avg", "pooled"]  # PAWS-X order
+    assert row.split()[1:] == [f"{r['dev']['de']['accuracy']:.2f}", "absent", "absent",
+                               f"{r['dev']['fr']['accuracy']:.2f}", "absent", "absent", "absent",
+                               f"{r['dev']['avg']['accuracy']:.2f}", f"{r['dev']['pooled']['accuracy']:.2f}"]
 
     with pytest.raises(ValueError, match=r"fr/test_2k\.tsv: the test file of language 'fr' is empty \(listed by "
                                          r"--languages\)"):
@@ -242,6 +244,8 @@ def test_selection_helpers_hand_worked():
     assert table.splitlines() == ["t dev              de     fr    avg", "acc             50.00 absent  50.00"]
     assert format_table("t test", {}, ["acc"], ["fr"]).splitlines()[1:] == ["acc            absent",
                                                                            "(no labelled examples)"]
+    table = format_table("t", {"zh": {"acc": 1.0}, "de-en": {"acc": 2.0}}, ["acc"], ["ar"], ["ar", "de", "zh"])
+    assert table.splitlines()[0].split()[1:] == ["ar", "zh", "de-en"]  # benchmark order, then the others
 
 
 @pytest.mark.slow
