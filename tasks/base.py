@@ -49,8 +49,8 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = iter(enumerate(f, start=1))
+    with open(path, "rb") as f:
+        lines = utf8_lines(f, path)
         idx: list[int]
         if header:
             try:
@@ -80,6 +80,17 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
                 raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated fields, more than the {most} "
                                  f"columns of the file (a tab inside a text?); expected {expect}")
             yield lineno, [fields[i] if i < len(fields) else "" for i in idx]
+
+
+def utf8_lines(f, path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a file opened in binary mode, each line decoded on its own so that bytes that
+    are not UTF-8 are reported with their file and line (a text-mode read fails a chunk later, unnamed)."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason}); "
+                             "expected a UTF-8 file") from None
 
 
 def check_label(label: str, labels: Sequence[str], where: str) -> str:

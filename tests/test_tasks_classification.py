@@ -84,6 +84,10 @@ def test_bad_input_errors(tok, tmp_path):
     (d / "train-en.tsv").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train-en\.tsv: the training file is empty"):
         t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_bytes("p\th\tneutral\nd\u00e9j\u00e0\th\tneutral\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: not UTF-8 text \(byte 2 of the line: invalid "
+                                         r"continuation byte\)"):
+        t.read_split(d, "train", None)
     (d / "dev-en.tsv").write_text("p\th\tneutral\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"dev-sw\.tsv: the dev file of language 'sw' is missing"):
         t.read_split(d, "dev", ["en", "sw"])
