@@ -93,6 +93,16 @@ def utf8_lines(f, path: Path) -> Iterator[tuple[int, str]]:
                              "expected a UTF-8 file") from None
 
 
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file; bytes that are not UTF-8 are one ValueError naming the file and line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason}); expected a UTF-8 file") from None
+
+
 def check_label(label: str, labels: Sequence[str], where: str) -> str:
     label = label.strip()
     if label not in labels:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from tasks.base import read_utf8
 from tasks.seq2seq import GenerationTask
 from training.logging import LOGGER_NAME
 
@@ -90,7 +92,7 @@ def read_alternating(path: Path, split: str, lang: str, tgt_lang: str) -> list[S
     An odd number of lines, or an empty source or summary, is a ValueError naming the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = read_utf8(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start another
     if len(lines) % 2:
@@ -118,7 +120,7 @@ def read_ncls_raw(path: Path, split: str, lang: str, tgt_lang: str) -> list[Summ
     want = "ZH-REF" if tgt_lang == "zh" else "EN-REF"
     joiner = "" if tgt_lang == "zh" else " "
     out: list[SummaryExample] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     record: dict = {}
 
     def close(lineno: int) -> None:
@@ -180,7 +182,7 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (check --data-dir)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole papers in one cell exceed csv's 128 KiB default
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:  # decoded whole: bad bytes are named with their line
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -241,7 +243,7 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
     out = []
     whole_document: list[str] = []  # papers without <SECTION>: their source is every <S> of the paper
     n = 0
-    for lineno, line in enumerate(records.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_utf8(records).splitlines(), 1):
         if not line.strip():
             continue
         n += 1

@@ -285,6 +285,16 @@ def test_bad_input(tmp_path, sample_tokenizer):
     with pytest.raises(ValueError, match=r"scisummnet\.csv:3: 3 fields, more than the 2 columns of the header "
                                          r"\['pid', 'text'\]"):
         ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    # bytes that are not UTF-8: file and line named (CSV, records, NCLS alternating lines)
+    (bad / "scisummnet.csv").write_bytes("pid,text\nX1,A paper.\nX2,Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"scisummnet\.csv:3: not UTF-8 text"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    (bad / "scisummnet-zh.train.txt").write_bytes(b'{"pid": "X1", "zh_sum": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"scisummnet-zh\.train\.txt:1: not UTF-8 text"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    (tmp_path / "latin.txt").write_bytes("An article.\nUn r\u00e9sum\u00e9.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.txt:2: not UTF-8 text"):
+        read_alternating(tmp_path / "latin.txt", "train", "zh2en", "en")
 
 
 # ------------------------------------------------------------------------------------------ end to end
