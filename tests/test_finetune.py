@@ -248,6 +248,34 @@ def test_selection_helpers_hand_worked():
     assert table.splitlines()[0].split()[1:] == ["ar", "zh", "de-en"]  # benchmark order, then the others
 
 
+def test_selection_set_and_absent_checks():
+    """The checks finetune_glm runs before training, on hand-made dev sets (None = an unlabelled example)."""
+    from types import SimpleNamespace
+
+    from finetune_glm import absent_languages, check_selection_set
+
+    labelled = lambda exs: all(e is not None for e in exs)  # noqa: E731
+    d = Path("D")
+    with pytest.raises(ValueError, match=r"--select-on de-dev: the dev set of 'de' in D carries no labels"):
+        check_selection_set("de-dev", "de", {"de": [None], "en": [1]}, labelled, d)
+    with pytest.raises(ValueError, match=r"--select-on avg-dev: no dev set in D carries labels"):
+        check_selection_set("avg-dev", "avg", {"de": [None]}, labelled, d)
+    with pytest.raises(FileNotFoundError, match=r"--select-on fr-dev: no dev set of language 'fr' in D \(dev "
+                                                 r"languages found: de\)"):
+        check_selection_set("fr-dev", "fr", {"de": [1]}, labelled, d)
+    check_selection_set("all-dev", "pooled", {"de": [None], "en": [1]}, labelled, d)
+
+    warnings = []
+    task = SimpleNamespace(name="t", expected_languages=lambda split: ("de", "en", "fr", "zh"))
+    log = SimpleNamespace(warning=warnings.append)
+    assert absent_languages(task, "dev", {"de": [1], "fr": []}, None, d, log) == ["en", "fr", "zh"]
+    assert warnings == ["t dev in D: no file for en, zh; empty file for fr (shown as absent in the results; "
+                        "not in avg or pooled)"]
+    assert absent_languages(task, "dev", {"de": [1]}, ["de"], d, log) == [] and len(warnings) == 1
+    with pytest.raises(ValueError, match=r"--languages fr: the test set of D has an empty file for fr"):
+        absent_languages(task, "test", {"de": [1], "fr": []}, ["de", "fr"], d, log)
+
+
 @pytest.mark.slow
 def test_cli_one_line_error_and_launcher_passthrough(setup, tmp_path):
     """The launcher builds the deepspeed command with mGLM's defaults and passes extra flags through."""
