@@ -54,8 +54,6 @@ def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[
     if langs is None:
         langs = [lang for lang in task.languages if (folder / f"{split}-{lang}.tsv").is_file()]
         if not langs:
-            if split == "test":
-                return {}  # a test split is optional (XTREME's carry no labels anyway)
             raise FileNotFoundError(f"{folder}: no {split}-<lang>.tsv file for any of {', '.join(task.languages)}")
     out: dict[str, list[Example]] = {}
     for lang in langs:

@@ -101,8 +101,14 @@ def test_bad_input_errors(tok, tmp_path):
     (d / "test-en.tsv").write_text("p\th\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"test-de\.tsv: the test file of language 'de' is missing"):
         t.read_split(d, "test", ["en", "de"])
+    no_fr = _pawsx_without_fr(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"x-final/fr/dev_2k\.tsv: the dev file of language 'fr'"):
-        PAWSX(tok, 128).read_split(_pawsx_without_fr(tmp_path), "dev", ["en", "fr"])
+        PAWSX(tok, 128).read_split(no_fr, "dev", ["en", "fr"])
+    with pytest.raises(FileNotFoundError, match=r"x-final/fr/test_2k\.tsv: the test file of language 'fr'"):
+        PAWSX(tok, 128).read_split(no_fr, "test", ["en", "fr"])
+    for f in no_fr.glob("x-final/*/test_2k.tsv"):  # no test file at all: no test split
+        f.unlink()
+    assert PAWSX(tok, 128).read_split(no_fr, "test", ["en", "fr"]) == {}
     raw = tmp_path / "raw" / "x-final" / "en"
     raw.mkdir(parents=True)
     (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t2\n", encoding="utf-8")
