@@ -10,10 +10,15 @@ engine -> ``--load`` (resume a finetune exactly) -> the shared training loop.
 
 Epoch-based: ``train_iters = epochs x steps per epoch`` unless ``--train-iters`` is given. Every
 ``--eval-epoch`` epochs (or ``--eval-interval`` steps) the dev sets of all languages are scored; the best
-model by ``--select-on`` (default ``en-dev``: zero-shot protocol; ``all-dev`` reproduces mGLM) is kept under
-``<save>/best``, reloaded at the end and scored on dev and test. Results: ``results.json`` (per language,
-unweighted mean ``avg``, pooled), ``results.txt`` (tables) and per-example predictions, in ``--save`` (or
-``--log-dir``).
+model by ``--select-on`` (default: ``en-dev``, the zero-shot protocol, when a labelled English dev set
+exists, else the first requested language's dev set, said in the log; ``all-dev`` reproduces mGLM; not
+needed with ``--epochs 0``) is kept under ``<save>/best``, reloaded at the end and scored on dev and test.
+Results: ``results.json`` (per language, unweighted mean ``avg``, pooled, ``absent`` languages),
+``results.txt`` (tables) and per-example predictions, in ``--save`` (or ``--log-dir``).
+
+Inputs are checked before any training: a language whose dev or test file is missing or empty is an error
+when ``--languages`` names it, else a warning listing it (its column reads ``absent``); ``--load`` takes only
+a finetune of this task (``meta.json`` ``task``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ def run(cfg: FinetuneConfig) -> dict:
     from model.glm import param_groups_for_weight_decay
     from pretrain_glm import build_model_config
     from tasks import registry
-    from tasks.base import EpochBatches, evaluate, format_table, language_scores, selection_key
+    from tasks.base import (
+        EpochBatches,
+        default_select_on,
+        evaluate,
+        format_table,
+        language_scores,
+        selection_key,
+    )
     from training import checkpoint as ckpt
     from training.distributed import shutdown, start_run
     from training.engine import build_engine
@@ -66,6 +78,7 @@ def run(cfg: FinetuneConfig) -> dict:
         if t.load:
             load_dir, load_tag = ckpt.resolve(t.load)
             load_meta = ckpt.read_meta(load_dir, load_tag)
+            check_finetune_of(load_meta, task_cls.name, load_dir / load_tag)
         pre_meta = load_meta if t.load else ckpt.pretrained_meta(t.load_pretrained)
         tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
         if not tok_path:
@@ -86,14 +99,27 @@ def run(cfg: FinetuneConfig) -> dict:
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
         dev = task.read_split(data_dir, "dev", langs)
         test = task.read_split(data_dir, "test", langs)
+        absent = {"dev": absent_languages(task, "dev", dev, langs, data_dir, log)}
+        if test:  # a task or folder without any test file has no test split (said below), nothing is absent
+            absent["test"] = absent_languages(task, "test", test, langs, data_dir, log)
+        dev = {k: v for k, v in dev.items() if v}
+        test = {k: v for k, v in test.items() if v}
         if f.eval_limit is not None:  # a smoke run: the scores are not the benchmark's (results.json says so)
             dev = {k: v[:f.eval_limit] for k, v in dev.items()}
             test = {k: v[:f.eval_limit] for k, v in test.items()}
             log.warning(f"--eval-limit {f.eval_limit}: scoring only the first {f.eval_limit} examples per language")
-        key = selection_key(f.select_on)
-        if key not in ("avg", "pooled") and key not in dev:
-            raise FileNotFoundError(f"--select-on {f.select_on}: no dev set of language {key!r} in {data_dir} "
-                                    f"(dev languages found: {', '.join(dev) or 'none'})")
+        # Model selection: needed only when training. Unless given, the English dev set when there is a
+        # labelled one, else the first requested (or read) language's.
+        select_on = f.select_on
+        if select_on is None and f.epochs > 0:
+            select_on, why = default_select_on(dev, langs, task.has_gold)
+            if select_on is None:
+                raise ValueError(f"{data_dir}: no labelled dev set to select the model on ({why}; dev languages "
+                                 f"read: {', '.join(dev) or 'none'}); pass --epochs 0 to evaluate only")
+            log.info(f"--select-on not given: selecting on {select_on} ({why})")
+        key = selection_key(select_on) if select_on is not None else None
+        if key is not None and f.epochs > 0:
+            check_selection_set(select_on, key, dev, task.has_gold, data_dir)
         log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
                  + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
                  + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
@@ -155,7 +181,7 @@ def run(cfg: FinetuneConfig) -> dict:
         def eval_fn(step: int) -> dict[str, float]:
             scores, _ = score("dev", dev_samples, dev, step)
             if key not in scores:
-                raise ValueError(f"--select-on {f.select_on}: the dev set of {key!r} carries no labels")
+                raise ValueError(f"--select-on {select_on}: the dev set of {key!r} carries no labels")
             value = scores[key][metric]
             if best["score"] is None or value > best["score"]:
                 best.update(score=value, step=step, dev=scores)
@@ -171,7 +197,7 @@ def run(cfg: FinetuneConfig) -> dict:
                     best_in_memory.clear()
                     best_in_memory.update({k: v.detach().to("cpu", copy=True)
                                            for k, v in engine.module.state_dict().items()})
-                log.info(f"new best {f.select_on} {metric} {value:.2f} at step {step}")
+                log.info(f"new best {select_on} {metric} {value:.2f} at step {step}")
             flat = {f"{m}_{lang}": v[m] for lang, v in scores.items() for m in task.metric_names}
             flat[f"best_{metric}"] = best["score"]
             return flat
@@ -197,7 +223,7 @@ def run(cfg: FinetuneConfig) -> dict:
             schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or train_iters, warmup=o.warmup,
                                   decay_style=o.lr_decay_style, decay_ratio=o.lr_decay_ratio)
             log.info(f"{train_iters} steps ({steps_per_epoch} per epoch, global batch {batches.global_batch}), "
-                     f"dev every {eval_interval} steps, selecting on {f.select_on}")
+                     f"dev every {eval_interval} steps, selecting on {select_on}")
             loop_cfg = LoopConfig(train_iters=train_iters, grad_accum=gas, log_interval=t.log_interval,
                                   eval_interval=eval_interval, save_interval=save_interval, save=t.save,
                                   exit_signal_save=t.exit_signal_save, tokens_per_sample=f.seq_length,
@@ -217,7 +243,8 @@ def run(cfg: FinetuneConfig) -> dict:
         dev_scores, dev_preds = score("dev", dev_samples, dev, state.step)
         test_scores, test_preds = score("test", test_samples, test, state.step) if test else ({}, {})
         result = {
-            "task": task.name, "metric": metric, "select_on": f.select_on, "pattern_id": task.pattern_id,
+            "task": task.name, "metric": metric, "select_on": select_on,
+            "pattern_id": task.pattern_id, "absent": absent,
             "best_step": best["step"] if train_iters > 0 else None, "step": state.step, "train_iters": train_iters,
             "steps_per_epoch": steps_per_epoch, "eval_limit": f.eval_limit, "dev": dev_scores, "test": test_scores,
             "train_loss_first": state.step_losses[0] if state.step_losses else None,
@@ -225,9 +252,10 @@ def run(cfg: FinetuneConfig) -> dict:
             "train_losses": state.step_losses, "history": state.history,
             "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
         }
-        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names)]
-        if test:
-            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names))
+        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, absent["dev"], task.languages)]
+        if test or absent.get("test"):
+            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, absent["test"],
+                                       task.languages))
         log.info("\n" + "\n".join(tables))
         if info.rank == 0 and out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +272,53 @@ def run(cfg: FinetuneConfig) -> dict:
         return result
     finally:
         shutdown()
+
+
+def check_finetune_of(meta: dict, task: str, where: Path) -> None:
+    """``--load`` resumes a finetune of this task; refuse any other checkpoint before reading tensors.
+
+    Our finetunes record ``"task"`` in ``meta.json`` (every version has); a pretraining checkpoint records
+    none. Resuming one of those would restore its step and optimizer as if it were this run's own and train
+    0 steps: its weights are what ``--load-pretrained`` is for."""
+    other = meta.get("task")
+    if other == task:
+        return
+    what = (f"a finetune of task {other!r}, not {task!r}" if other
+            else "not a finetune (its meta.json names no task: a pretraining checkpoint)")
+    raise ValueError(f"--load {where}: {what}; --load resumes a finetune of this task. To start finetuning "
+                     f"from its weights use --load-pretrained {where}")
+
+
+def absent_languages(task, split: str, found: dict, requested: list[str] | None, data_dir: Path, log) -> list[str]:
+    """Languages of ``split`` whose file is missing or empty: an error for one the user asked for
+    (``--languages``), else a warning listing them; returned so that the results tables show them absent."""
+    expected = requested if requested is not None else task.expected_languages(split)
+    empty = [lang for lang in expected if lang in found and not found[lang]]
+    missing = [lang for lang in expected if lang not in found]
+    if requested is not None and (empty or missing):
+        raise ValueError(f"--languages {' '.join(empty + missing)}: the {split} set of {data_dir} has "
+                         + "; ".join(x for x in (f"an empty file for {', '.join(empty)}" if empty else "",
+                                                 f"no file for {', '.join(missing)}" if missing else "") if x))
+    if empty or missing:
+        log.warning(f"{task.name} {split} in {data_dir}: "
+                    + "; ".join(x for x in (f"no file for {', '.join(missing)}" if missing else "",
+                                            f"empty file for {', '.join(empty)}" if empty else "") if x)
+                    + " (shown as absent in the results; not in avg or pooled)")
+    return [lang for lang in expected if lang in empty or lang in missing]
+
+
+def check_selection_set(select_on: str, key: str, dev: dict, has_gold, data_dir: Path) -> None:
+    """Before training: the set ``--select-on`` names exists and is labelled (else the first evaluation
+    would fail after a whole epoch)."""
+    if key in ("avg", "pooled"):
+        if not any(v and has_gold(v) for v in dev.values()):
+            raise ValueError(f"--select-on {select_on}: no dev set in {data_dir} carries labels")
+        return
+    if key not in dev:
+        raise FileNotFoundError(f"--select-on {select_on}: no dev set of language {key!r} in {data_dir} "
+                                f"(dev languages found: {', '.join(dev) or 'none'})")
+    if not has_gold(dev[key]):
+        raise ValueError(f"--select-on {select_on}: the dev set of {key!r} in {data_dir} carries no labels")
 
 
 if __name__ == "__main__":

@@ -16,5 +16,5 @@ TASK=mlqa
 DEFAULT_DS=config/tasks/mlqa.json
 RECIPE=(--epochs 10 --seq-length 512 --tgt-seq-length 64 --min-tgt-length 0 --num-beams 5 --length-penalty 0
         --label-smoothing 0.1 --warmup 0 --lr-decay-style linear --lr-decay-ratio 0 --eval-batch-size 8
-        --eval-epoch 1 --log-interval 50 --select-on en-dev)
+        --eval-epoch 1 --log-interval 50)
 source "$(dirname "${BASH_SOURCE[0]}")/_finetune_launch.sh"

@@ -12,5 +12,5 @@ set -euo pipefail
 TASK=pawsx
 DEFAULT_DS=config/tasks/pawsx.json
 RECIPE=(--epochs 20 --seq-length 256 --pattern-id 0 --warmup 0 --lr-decay-style linear --lr-decay-ratio 0
-        --eval-batch-size 16 --eval-epoch 1 --log-interval 50 --select-on en-dev)
+        --eval-batch-size 16 --eval-epoch 1 --log-interval 50)
 source "$(dirname "${BASH_SOURCE[0]}")/_finetune_launch.sh"

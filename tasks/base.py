@@ -38,17 +38,19 @@ class Example:
 
 
 def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, expect: str,
-             min_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
+             min_fields: int | None = None, max_fields: int | None = None) -> Iterator[tuple[int, list[str]]]:
     """Yield (line number, selected fields) of a tab-separated file; fields are not unquoted.
 
     ``columns``: indices, or names looked up in the header line. Rows with fewer than ``min_fields`` fields
-    (default: enough for every selected column) raise ValueError naming file, line and ``expect``.
-    Completely empty lines carry no data and are passed over.
+    (default: enough for every selected column) or more than ``max_fields`` (default: as many as the header
+    has, or as many as ``columns`` reach without a header) raise ValueError naming file, line and
+    ``expect``: an extra field is a tab inside a text or a shifted row, and taking the first fields of it
+    would silently read the wrong text or label. Completely empty lines carry no data and are passed over.
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, encoding="utf-8", newline="") as f:
-        lines = iter(enumerate(f, start=1))
+    with open(path, "rb") as f:
+        lines = utf8_lines(f, path)
         idx: list[int]
         if header:
             try:
@@ -66,6 +68,7 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
         else:
             idx = list(columns)  # type: ignore[arg-type]
         need = min_fields if min_fields is not None else max(idx) + 1
+        most = max_fields if max_fields is not None else (len(names) if header else max(idx) + 1)
         for lineno, line in lines:
             line = line.rstrip("\r\n")
             if not line:
@@ -73,7 +76,31 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
             fields = line.split("\t")
             if len(fields) < need:
                 raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated field(s); expected {expect}")
+            if len(fields) > most:
+                raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated fields, more than the {most} "
+                                 f"columns of the file (a tab inside a text?); expected {expect}")
             yield lineno, [fields[i] if i < len(fields) else "" for i in idx]
+
+
+def utf8_lines(f, path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a file opened in binary mode, each line decoded on its own so that bytes that
+    are not UTF-8 are reported with their file and line (a text-mode read fails a chunk later, unnamed)."""
+    for lineno, raw in enumerate(f, start=1):
+        try:
+            yield lineno, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason}); "
+                             "expected a UTF-8 file") from None
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file; bytes that are not UTF-8 are one ValueError naming the file and line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason}); expected a UTF-8 file") from None
 
 
 def check_label(label: str, labels: Sequence[str], where: str) -> str:
@@ -85,8 +112,13 @@ def check_label(label: str, labels: Sequence[str], where: str) -> str:
 
 def fit_parts(parts: list[tuple[list[int], bool]], budget: int, what: str) -> list[tuple[list[int], bool]]:
     """Shorten ``(token ids, shortenable)`` parts in place until their total length is at most ``budget``:
-    one token at a time from the end of the currently longest shortenable part (GLM's PVP truncation,
-    reference 1.7). ``what`` names the input in the error raised when the fixed parts alone do not fit."""
+    one token at a time from the end of the currently longest shortenable part (the first of equals).
+    ``what`` names the input in the error raised when the fixed parts alone do not fit.
+
+    This differs from mGLM's PET truncation (``PVP.truncate``) on inputs that do not fit: mGLM cuts the
+    last non-empty shortenable part of the longer of its two part groups (PAWS-X: the same sentence as
+    here, except that a tie cuts sentence 1; XNLI, one group: the hypothesis, down to nothing, before the
+    premise). Inputs that fit are encoded identically."""
     total = sum(len(t) for t, _ in parts)
     while total > budget:
         lens = [len(t) if short else -1 for t, short in parts]
@@ -234,15 +266,43 @@ def selection_key(select_on: str) -> str:
     return {"all": "pooled"}.get(key, key)
 
 
-def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str]) -> str:
-    """A readable table: languages across (avg and pooled last), one row per metric."""
-    if not scores:
+def default_select_on(dev: dict[str, list[Any]], requested: Sequence[str] | None,
+                      has_gold: Callable[[Sequence[Any]], bool]) -> tuple[str | None, str]:
+    """``--select-on`` when the command line does not give it: English dev when the data has a labelled
+    one (XTREME's zero-shot protocol), else the dev set of the first requested language (``--languages``
+    order), else of the first language read. Returns ``(choice or None, why)`` for the log."""
+    def usable(lang: str) -> bool:
+        return bool(dev.get(lang)) and has_gold(dev[lang])
+
+    if usable("en"):
+        return "en-dev", "English dev set"
+    why = "no labelled English dev set"
+    for lang in list(requested or ()) + list(dev):
+        if usable(lang):
+            which = "the first requested language's" if requested else "the first language's"
+            return f"{lang}-dev", f"{why}; {which} dev set"
+    return None, f"{why}, and no other labelled dev set"
+
+
+def format_table(title: str, scores: dict[str, Any], metrics: Sequence[str], absent: Sequence[str] = (),
+                 order: Sequence[str] = ()) -> str:
+    """A readable table: languages across (avg and pooled last), one row per metric. ``absent``: languages
+    of the benchmark whose file is missing or empty, shown as ``absent`` columns (not silently left out;
+    they are not in avg or pooled either). ``order``: the benchmark's language order, which the columns
+    follow when given (others after them, as they come)."""
+    if not scores and not absent:
         return f"{title}: no labelled examples"
-    keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in ("avg", "pooled") if k in scores]
+    keys = [k for k in scores if k not in ("avg", "pooled")] + [k for k in absent if k not in scores]
+    rank = {lang: i for i, lang in enumerate(order)}
+    keys = sorted(keys, key=lambda k: rank.get(k, len(rank)))  # stable: unknown keys keep their order
+    keys += [k for k in ("avg", "pooled") if k in scores]
     width = max(7, *(len(k) + 1 for k in keys))
     lines = [f"{title:<14}" + "".join(f"{k:>{width}}" for k in keys)]
     for m in metrics:
-        lines.append(f"{m:<14}" + "".join(f"{scores[k][m]:>{width}.2f}" for k in keys))
+        lines.append(f"{m:<14}" + "".join(f"{scores[k][m]:>{width}.2f}" if k in scores else f"{'absent':>{width}}"
+                                          for k in keys))
+    if not scores:
+        lines.append("(no labelled examples)")
     return "\n".join(lines)
 
 
@@ -281,6 +341,11 @@ class Task:
         """``{lang: examples}`` of ``split`` (train | dev | test). ``languages=None``: every language whose
         file is present (train: the train language); an explicit list makes a missing file an error."""
         raise NotImplementedError
+
+    def expected_languages(self, split: str) -> tuple[str, ...]:
+        """The languages a complete ``split`` of the benchmark has (default: ``languages``). One of them that
+        ``read_split(..., None)`` does not return, or returns empty, is reported as absent by the run."""
+        return tuple(self.languages)
 
     def encode(self, example: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -49,11 +49,11 @@ def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[
     ``text_a text_b [label]`` (XTREME's test files carry no label column)."""
     langs = [task.train_language] if split == "train" else languages
     explicit = languages is not None
+    if split == "test" and not any((folder / f"test-{lang}.tsv").is_file() for lang in task.languages):
+        return {}  # no test split at all (it is optional): no language of it is missing
     if langs is None:
         langs = [lang for lang in task.languages if (folder / f"{split}-{lang}.tsv").is_file()]
         if not langs:
-            if split == "test":
-                return {}  # a test split is optional (XTREME's carry no labels anyway)
             raise FileNotFoundError(f"{folder}: no {split}-<lang>.tsv file for any of {', '.join(task.languages)}")
     out: dict[str, list[Example]] = {}
     for lang in langs:
@@ -71,8 +71,20 @@ def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[
             else:
                 label = check_label(task.normalize_label(f[2], where), labels, where)
             rows.append(Example(f"{split}-{lang}-{len(rows)}", lang, f[0], f[1], label, where))
+        check_rows(rows, path, split, lang, explicit)
         out[lang] = rows
     return out
+
+
+def check_rows(rows: list, path: Path, split: str, lang: str, explicit: bool) -> None:
+    """An empty training file, or an empty dev/test file of a language listed by ``--languages``, is an
+    error naming the file; any other empty file is returned empty and reported as absent by the run."""
+    if rows:
+        return
+    if split == "train":
+        raise ValueError(f"{path}: the training file is empty; expected one example per line")
+    if explicit:
+        raise ValueError(f"{path}: the {split} file of language {lang!r} is empty (listed by --languages)")
 
 
 class ClozeClassificationTask(Task):

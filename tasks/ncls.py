@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tasks.base import utf8_lines
 from tasks.summarization import (
     DIRECTIONS,
     SummarizationTask,
@@ -56,9 +57,10 @@ def alternating_file(data_dir: Path, direction: str | None, split: str) -> Path 
 
 
 def _first_summary(path: Path) -> str:
-    with open(path, encoding="utf-8") as f:
-        f.readline()
-        return f.readline()
+    with open(path, "rb") as f:
+        lines = utf8_lines(f, path)
+        next(lines, None)
+        return next(lines, (0, ""))[1]
 
 
 def detect_direction(data_dir: Path) -> str:
@@ -96,6 +98,10 @@ class NCLS(SummarizationTask):
             self._direction = detect_direction(Path(data_dir))
         if self._direction is not None:
             self.train_language = self._direction
+
+    def expected_languages(self, split: str) -> tuple[str, ...]:
+        """One direction per run: the other is not missing."""
+        return (self.train_language,)
 
     def direction(self, data_dir: Path) -> str:
         if self._direction is None:

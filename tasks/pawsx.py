@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tasks.base import Example, check_label, read_tsv
-from tasks.classification import MASK, ClozeClassificationTask, read_xtreme_split
+from tasks.classification import MASK, ClozeClassificationTask, check_rows, read_xtreme_split
 
 _RAW_FILES = {"train": "train.tsv", "dev": "dev_2k.tsv", "test": "test_2k.tsv"}
 
@@ -32,13 +32,21 @@ class PAWSX(ClozeClassificationTask):
             raise ValueError(f"--pattern-id {pattern_id}: PAWS-X defines patterns 0-3")
 
     def pattern(self, ex: Example):
+        """Multilingual-GLM's ``PawsxPVP`` parts, each tokenized on its own (s1 = sentence1 as read, s2 =
+        sentence2 without trailing punctuation); a space-keeping tokenizer sees every space below:
+
+            0: '"' s2 '" ?' [MASK] ',' ' "' s1 '"'       1: s2 '?' [MASK] ',' ' ' + s1
+            2: '"' s2 '" ?' [MASK] '. "' s1 '"'          3: s2 '?' [MASK] '.' ' ' + s1
+        """
         s1, s2 = ex.text_a, ex.text_b.rstrip(string.punctuation)
-        quoted = self.pattern_id in (0, 2)
-        sep = "," if self.pattern_id in (0, 1) else "."
-        if quoted:
-            return [('"', False), (s2, True), ('" ?', False), (MASK, False), (f'{sep} "', False), (s1, True),
+        if self.pattern_id == 0:
+            return [('"', False), (s2, True), ('" ?', False), (MASK, False), (",", False), (' "', False),
+                    (s1, True), ('"', False)]
+        if self.pattern_id == 2:
+            return [('"', False), (s2, True), ('" ?', False), (MASK, False), ('. "', False), (s1, True),
                     ('"', False)]
-        return [(s2, True), ("?", False), (MASK, False), (sep, False), (s1, True)]
+        sep = "," if self.pattern_id == 1 else "."
+        return [(s2, True), ("?", False), (MASK, False), (sep, False), (" " + s1, True)]
 
     def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Example]]:
         data_dir = Path(data_dir)
@@ -53,6 +61,8 @@ class PAWSX(ClozeClassificationTask):
     def _read_raw(self, root: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Example]]:
         name = _RAW_FILES[split]
         langs = [self.train_language] if split == "train" else languages
+        if split == "test" and not any((root / lang / name).is_file() for lang in self.languages):
+            return {}  # no test split at all (it is optional): no language of it is missing
         if langs is None:
             langs = [lang for lang in self.languages if (root / lang / name).is_file()]
             if not langs and split == "dev":
@@ -69,5 +79,6 @@ class PAWSX(ClozeClassificationTask):
                 where = f"{path}:{lineno}"
                 rows.append(Example(f"{split}-{lang}-{len(rows)}", lang, a, b,
                                     check_label(label, self.labels, where), where))
+            check_rows(rows, path, split, lang, languages is not None)
             out[lang] = rows
         return out

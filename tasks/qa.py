@@ -28,12 +28,14 @@ a subset of the previous one; stride capped at ``L`` (mGLM skips context when a 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.seq2seq import GenerationTask
+from training.logging import LOGGER_NAME
 
 NA = "N/A"
 QA_NA_TRAIN_CHOICES = ("keep", "drop")
@@ -87,6 +89,11 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     path of the first bad value. ``require_answers`` (training): a question without a non-empty answer is an
     error. Otherwise a question whose answers are absent or all empty (XTREME strips test answers that way)
     gets ``answers=()``. ``keep_id(qid) -> bool`` selects questions (TyDiQA's all-language train file).
+
+    Ids: an evaluation file (``require_answers`` false) keys its predictions by question id, so a repeated
+    id is an error naming every repeated id. A training file's ids are never used as keys and may repeat
+    (XTREME's ``tydiqa.goldp.en.train.json`` keeps only the last part of each id: 89 ids for 3,696
+    questions).
     """
     path = Path(path)
     obj = load_json(path)
@@ -103,7 +110,7 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     if not isinstance(data, list):
         raise bad("data", "an array of articles", data)
     out: list[QAExample] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, list[str]] = {}  # id -> where it occurs (evaluation files only)
     for i, article in enumerate(data):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else article
         if not isinstance(paragraphs, list):
@@ -136,15 +143,20 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
                     texts.append(text)
                 if keep_id is not None and not keep_id(qid):
                     continue
-                if qid in seen:
-                    raise ValueError(f"{path}: question id {qid!r} at {w} repeats {seen[qid]}; ids must be unique")
-                seen[qid] = w
+                if not require_answers:
+                    seen.setdefault(qid, []).append(w)
                 if not any(t.strip() for t in texts):
                     if require_answers:
                         raise ValueError(f"{path}: question {qid!r} at {w} has no answer; every training "
                                          "question needs one")
                     texts = []
                 out.append(QAExample(qid, lang, question, context, tuple(texts), f"{path}: {w}"))
+    repeated = {qid: ws for qid, ws in seen.items() if len(ws) > 1}
+    if repeated:
+        shown = "; ".join(f"{qid!r} at {', '.join(ws)}" for qid, ws in list(repeated.items())[:5])
+        more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
+        raise ValueError(f"{path}: {len(repeated)} question id(s) repeat: {shown}{more}; an evaluation file keys "
+                         "its predictions by question id, so ids must be unique")
     return out
 
 
@@ -244,13 +256,30 @@ class QATask(GenerationTask):
         return self.window_target(example, self.windows(example)[0][1])
 
     def train_samples(self, examples: Sequence[QAExample]) -> list[dict[str, Any]]:
+        """One sample per window (``N/A`` windows skipped with ``--qa-na-train drop``). A question whose
+        answer is in none of its windows (its text is not in the context, or does not survive tokenization)
+        has only ``N/A`` targets: such questions are counted and reported with their first ids, not silently
+        trained as "no answer here"."""
         out = []
+        unanswered: list[QAExample] = []
         for i, e in enumerate(examples):
+            answered = False
             for w, (source, window) in enumerate(self.windows(e)):
                 target = self.window_target(e, window)
+                answered = answered or target != NA
                 if target == NA and self.na_train == "drop":
                     continue
                 out.append({**self.make_sample(source, target, i), "window": w})
+            if not answered:
+                unanswered.append(e)
+        if unanswered:
+            not_in_text = sum(1 for e in unanswered if e.answers[0].strip() not in e.context)
+            first = ", ".join(f"{e.uid!r} ({e.source.rsplit(': ', 1)[-1]})" for e in unanswered[:5])
+            fate = "dropped (--qa-na-train drop)" if self.na_train == "drop" else "trained on N/A targets only"
+            logging.getLogger(LOGGER_NAME).warning(
+                f"{self.name}: {len(unanswered)} of {len(examples)} training questions have their answer in no "
+                f"window of their context ({not_in_text} of them: the answer text is not in the context at all); "
+                f"they are {fate}; first: {first} in {unanswered[0].source.rsplit(': ', 1)[0]}")
         return out
 
     def eval_samples(self, examples: Sequence[QAExample]) -> list[dict[str, Any]]:
@@ -342,4 +371,8 @@ class QATask(GenerationTask):
             files = {lang: files[lang] for lang in languages}
         order = {lang: i for i, lang in enumerate(self.languages)}
         keys = sorted(files, key=lambda k: (order.get(k, len(order)), k)) if languages is None else list(files)
-        return {k: read_squad_file(files[k], k) for k in keys}
+        out = {k: read_squad_file(files[k], k) for k in keys}
+        for k, examples in out.items():
+            if languages is not None and not examples:
+                raise ValueError(f"{files[k]}: no questions in the file of language {k!r} (listed by --languages)")
+        return out

@@ -8,7 +8,8 @@ Data (``--data-dir``):
   evaluates on its dev set; record 800 is in neither). Per-split files ``scisummnet-zh.{train,dev,test}.txt``,
   when present, are used instead (and a missing test file then means no test scores);
 - English sources: ``top1000_complete/<pid>/Documents_xml/<pid>.xml`` (the ScisummNet release; every ``<S>``
-  of every ``<SECTION>``) or, for papers without one, ``scisummnet.csv`` with columns ``pid`` and ``text``
+  of every ``<SECTION>``; a paper without ``<SECTION>`` gives every ``<S>`` of the document, and the run logs
+  how many did) or, for papers without an XML file, ``scisummnet.csv`` with columns ``pid`` and ``text``
   (the mT5 baseline's file).
 
 Prompt, decoding defaults and ROUGE as ``ncls`` (``tasks/summarization.py``).

@@ -13,7 +13,8 @@ Readers (each error names the file and line and what was expected):
   summary (mGLM's ``NCLSProcessor``).
 - ``read_scisummnet_zh``: ScisummNet with Chinese summaries: ``{"pid": ..., "zh_sum": ...}`` lines (JSON or
   Python-dict syntax, as mGLM's ``scisummnet-zh.txt``) plus the English papers, either the ScisummNet release
-  (``top1000_complete/<pid>/Documents_xml/<pid>.xml``: every ``<S>`` of every ``<SECTION>``) or the mT5
+  (``top1000_complete/<pid>/Documents_xml/<pid>.xml``: every ``<S>`` of every ``<SECTION>``, or of the whole
+  paper when it has no ``<SECTION>``; the reader logs how many papers did) or the mT5
   baseline's ``scisummnet.csv`` (columns ``pid``, ``text``).
 
 Every text goes through ``punctuation_standardization`` (mGLM: curly quotes to straight, en dash to
@@ -31,7 +32,9 @@ from __future__ import annotations
 
 import ast
 import csv
+import io
 import json
+import logging
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -40,7 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from tasks.base import read_utf8
 from tasks.seq2seq import GenerationTask
+from training.logging import LOGGER_NAME
 
 # The cue before the blank, by target language (reference 1.9: mGLM's SummaryPVP; full-width colon).
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " tl;dr:"})
@@ -87,7 +92,7 @@ def read_alternating(path: Path, split: str, lang: str, tgt_lang: str) -> list[S
     An odd number of lines, or an empty source or summary, is a ValueError naming the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = read_utf8(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start another
     if len(lines) % 2:
@@ -115,7 +120,7 @@ def read_ncls_raw(path: Path, split: str, lang: str, tgt_lang: str) -> list[Summ
     want = "ZH-REF" if tgt_lang == "zh" else "EN-REF"
     joiner = "" if tgt_lang == "zh" else " "
     out: list[SummaryExample] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     record: dict = {}
 
     def close(lineno: int) -> None:
@@ -177,7 +182,7 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (check --data-dir)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole papers in one cell exceed csv's 128 KiB default
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:  # decoded whole: bad bytes are named with their line
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -187,19 +192,29 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
             lineno = reader.line_num
             if any(row.get(c) is None for c in columns):
                 raise ValueError(f"{path}:{lineno}: row has fewer fields than the header")
+            if None in row:  # csv.DictReader puts the fields beyond the header's under the key None
+                raise ValueError(f"{path}:{lineno}: {len(reader.fieldnames) + len(row[None])} fields, more than "
+                                 f"the {len(reader.fieldnames)} columns of the header {reader.fieldnames} "
+                                 "(an unquoted comma in a text?)")
             rows.append((lineno, row))
     return rows
 
 
-def scisummnet_xml_text(path: Path) -> str:
-    """The text of a ScisummNet paper: every ``<S>`` of every ``<SECTION>``, in order, joined by spaces
-    (mGLM concatenates them without a separator, which glues the sentences together)."""
+def scisummnet_xml_text(path: Path) -> tuple[str, bool]:
+    """The text of a ScisummNet paper and whether it fell back to the whole document.
+
+    The text is every ``<S>`` of every ``<SECTION>``, in order, joined by spaces (mGLM concatenates them
+    without a separator, which glues the sentences together). Some papers have no ``<SECTION>`` at all (their
+    ``<S>`` sit directly under ``<PAPER>``: 63 of the 978 CL-SciSumm copies); for them the text is every
+    ``<S>`` of the document, in order, and the second value is True so that the reader can say how many."""
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise ValueError(f"{path}: not well-formed XML ({e}); expected a ScisummNet Documents_xml file") from None
-    sents = [" ".join("".join(s.itertext()).split()) for sec in root.iter("SECTION") for s in sec.iter("S")]
-    return clean_text(" ".join(s for s in sents if s))
+    sections = list(root.iter("SECTION"))
+    nodes = [s for sec in sections for s in sec.iter("S")] if sections else list(root.iter("S"))
+    sents = [" ".join("".join(s.itertext()).split()) for s in nodes]
+    return clean_text(" ".join(s for s in sents if s)), not sections
 
 
 def parse_record(line: str, where: str) -> dict:
@@ -226,8 +241,9 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
     csv_path = data_dir / "scisummnet.csv"
     csv_text: dict[str, str] | None = None
     out = []
+    whole_document: list[str] = []  # papers without <SECTION>: their source is every <S> of the paper
     n = 0
-    for lineno, line in enumerate(records.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_utf8(records).splitlines(), 1):
         if not line.strip():
             continue
         n += 1
@@ -240,7 +256,9 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
             raise ValueError(f"{where}: empty zh_sum of paper {pid}")
         xml = xml_dir / pid / "Documents_xml" / f"{pid}.xml"
         if xml.is_file():
-            source = scisummnet_xml_text(xml)
+            source, fell_back = scisummnet_xml_text(xml)
+            if fell_back:
+                whole_document.append(pid)
         else:
             if csv_text is None:
                 csv_text = ({r["pid"]: r["text"] for _, r in read_csv_columns(csv_path, ("pid", "text"))}
@@ -252,6 +270,11 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
         if not source:
             raise ValueError(f"{where}: the English source of paper {pid} is empty")
         out.append(SummaryExample(f"{split}-{lang}-{len(out)}", lang, source, summary, "zh", where))
+    if whole_document:
+        logging.getLogger(LOGGER_NAME).info(
+            f"{records} ({split}): {len(whole_document)} of {len(out)} papers have no <SECTION> in their XML; "
+            f"their source is every <S> of the document ({', '.join(whole_document[:5])}"
+            f"{', ...' if len(whole_document) > 5 else ''})")
     return out
 
 

@@ -29,8 +29,12 @@ class XNLI(ClozeClassificationTask):
             raise ValueError(f"--pattern-id {pattern_id}: XNLI defines pattern 4 only (as Multilingual-GLM)")
 
     def pattern(self, ex: Example):
-        hyp = ex.text_b.rstrip(string.punctuation)
-        return [('Based on the fact written in foreign language: "', False), (ex.text_a, True), ('".', False),
+        """Multilingual-GLM's ``XnliPVP`` pattern 4: the premise stripped of surrounding whitespace, the
+        hypothesis stripped of trailing punctuation and then of whitespace, in this order (so ``"x. "`` keeps
+        its period), each part tokenized on its own."""
+        premise = ex.text_a.strip()
+        hyp = ex.text_b.rstrip(string.punctuation).strip()
+        return [('Based on the fact written in foreign language: "', False), (premise, True), ('".', False),
                 (' Is the followling statement reasonably True or definitely False: "', False), (hyp, True),
                 ('"?', False), (" Answer:", False), (MASK, False)]
 

@@ -164,6 +164,118 @@ def test_errors(setup, tmp_path):
         finetune_glm.main(base_args(setup, "xnli", data, out, 1))
 
 
+def _pawsx_partial(tmp_path: Path) -> Path:
+    """x-final with the English training file but no English dev set, German dev and test, French dev and an
+    empty test file (header only), nothing for es, ja, ko, zh."""
+    import shutil
+
+    src, d = TASK_DATA / "pawsx" / "x-final", tmp_path / "partial" / "x-final"
+    (d / "en").mkdir(parents=True)
+    shutil.copy(src / "en" / "train.tsv", d / "en" / "train.tsv")
+    shutil.copytree(src / "de", d / "de")
+    (d / "fr").mkdir()
+    shutil.copy(src / "fr" / "dev_2k.tsv", d / "fr" / "dev_2k.tsv")
+    (d / "fr" / "test_2k.tsv").write_text("id\tsentence1\tsentence2\tlabel\n", encoding="utf-8")
+    return d
+
+
+def test_selection_default_and_absent_languages(setup, tmp_path, capsys):
+    """Without an English dev set the model is selected on the first language's dev set, and the log says so;
+    missing and empty files are listed in a warning and shown as absent (not in avg); a language asked for
+    with --languages whose file is empty is an error naming the file; --epochs 0 needs no selection set."""
+    import finetune_glm
+
+    data = _pawsx_partial(tmp_path)
+    r = finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "a", 1))
+    log = capsys.readouterr().out
+    assert r["select_on"] == "de-dev" and r["best_step"] == 1
+    assert "--select-on not given: selecting on de-dev (no labelled English dev set; the first language's dev set)" in log
+    assert f"pawsx dev in {data}: no file for en, es, ja, ko, zh (shown as absent" in log
+    assert f"pawsx test in {data}: no file for en, es, ja, ko, zh; empty file for fr (shown as absent" in log
+    assert r["absent"] == {"dev": ["en", "es", "ja", "ko", "zh"], "test": ["en", "es", "fr", "ja", "ko", "zh"]}
+    assert [k for k in r["dev"]] == ["de", "fr", "avg", "pooled"] and list(r["test"]) == ["de", "avg", "pooled"]
+    assert r["dev"]["avg"]["accuracy"] == (r["dev"]["de"]["accuracy"] + r["dev"]["fr"]["accuracy"]) / 2
+    header, row = (tmp_path / "a" / "results.txt").read_text().splitlines()[:2]
+    assert header.split()[2:] == ["de", "en", "es", "fr", "ja", "ko", "zh", "avg", "pooled"]  # PAWS-X order
+    assert row.split()[1:] == [f"{r['dev']['de']['accuracy']:.2f}", "absent", "absent",
+                               f"{r['dev']['fr']['accuracy']:.2f}", "absent", "absent", "absent",
+                               f"{r['dev']['avg']['accuracy']:.2f}", f"{r['dev']['pooled']['accuracy']:.2f}"]
+
+    with pytest.raises(ValueError, match=r"fr/test_2k\.tsv: the test file of language 'fr' is empty \(listed by "
+                                         r"--languages\)"):
+        finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "b", 1, "--languages", "fr", "de"))
+    with pytest.raises(FileNotFoundError, match=r"es/dev_2k\.tsv: the dev file of language 'es' is missing"):
+        finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "b", 1, "--languages", "de", "es"))
+    capsys.readouterr()
+    r = finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "b", 1, "--languages", "de"))
+    assert r["select_on"] == "de-dev" and "the first requested language's dev set" in capsys.readouterr().out
+    assert r["absent"] == {"dev": [], "test": []} and list(r["dev"]) == ["de", "avg", "pooled"]
+    r = finetune_glm.main(base_args(setup, "pawsx", data, tmp_path / "c", 0))  # no English dev, no training
+    assert r["select_on"] is None and r["train_iters"] == 0 and list(r["dev"]) == ["de", "fr", "avg", "pooled"]
+
+
+def test_load_refuses_a_checkpoint_that_is_not_a_finetune_of_the_task(setup, tmp_path):
+    """--load resumes a finetune of this task: a pretraining checkpoint or another task's finetune is refused
+    before any tensor is read, pointing to --load-pretrained."""
+    import finetune_glm
+
+    tok, pretrained = setup
+    args = base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "x", 1, "--load", str(pretrained))
+    with pytest.raises(ValueError, match=r"--load .*global_step4: not a finetune \(its meta\.json names no task: a "
+                                         r"pretraining checkpoint\); .* use --load-pretrained .*global_step4"):
+        finetune_glm.main(args)
+    pawsx = tmp_path / "pawsx"
+    finetune_glm.main(base_args(setup, "pawsx", TASK_DATA / "pawsx", pawsx, 1, "--batch-size", "8"))
+    args = base_args(setup, "xnli", TASK_DATA / "xnli" / "xtreme", tmp_path / "y", 1, "--load", str(pawsx))
+    with pytest.raises(ValueError, match=r"a finetune of task 'pawsx', not 'xnli'; --load resumes a finetune of "
+                                         r"this task\. To start finetuning from its weights use --load-pretrained"):
+        finetune_glm.main(args)
+
+
+def test_selection_helpers_hand_worked():
+    from tasks.base import default_select_on, format_table
+
+    labelled = lambda exs: all(e is not None for e in exs)  # noqa: E731
+    assert default_select_on({"de": [1], "en": [1]}, None, labelled) == ("en-dev", "English dev set")
+    assert default_select_on({"de": [1], "en": [None]}, ["fr", "de"], labelled)[0] == "de-dev"  # en unlabelled
+    assert default_select_on({"de": [1], "fr": [1]}, ["fr", "de"], labelled)[0] == "fr-dev"  # requested order
+    assert default_select_on({"de": [None]}, None, labelled)[0] is None
+    table = format_table("t dev", {"de": {"acc": 50.0}, "avg": {"acc": 50.0}}, ["acc"], ["fr"])
+    assert table.splitlines() == ["t dev              de     fr    avg", "acc             50.00 absent  50.00"]
+    assert format_table("t test", {}, ["acc"], ["fr"]).splitlines()[1:] == ["acc            absent",
+                                                                           "(no labelled examples)"]
+    table = format_table("t", {"zh": {"acc": 1.0}, "de-en": {"acc": 2.0}}, ["acc"], ["ar"], ["ar", "de", "zh"])
+    assert table.splitlines()[0].split()[1:] == ["ar", "zh", "de-en"]  # benchmark order, then the others
+
+
+def test_selection_set_and_absent_checks():
+    """The checks finetune_glm runs before training, on hand-made dev sets (None = an unlabelled example)."""
+    from types import SimpleNamespace
+
+    from finetune_glm import absent_languages, check_selection_set
+
+    labelled = lambda exs: all(e is not None for e in exs)  # noqa: E731
+    d = Path("D")
+    with pytest.raises(ValueError, match=r"--select-on de-dev: the dev set of 'de' in D carries no labels"):
+        check_selection_set("de-dev", "de", {"de": [None], "en": [1]}, labelled, d)
+    with pytest.raises(ValueError, match=r"--select-on avg-dev: no dev set in D carries labels"):
+        check_selection_set("avg-dev", "avg", {"de": [None]}, labelled, d)
+    with pytest.raises(FileNotFoundError, match=r"--select-on fr-dev: no dev set of language 'fr' in D \(dev "
+                                                 r"languages found: de\)"):
+        check_selection_set("fr-dev", "fr", {"de": [1]}, labelled, d)
+    check_selection_set("all-dev", "pooled", {"de": [None], "en": [1]}, labelled, d)
+
+    warnings = []
+    task = SimpleNamespace(name="t", expected_languages=lambda split: ("de", "en", "fr", "zh"))
+    log = SimpleNamespace(warning=warnings.append)
+    assert absent_languages(task, "dev", {"de": [1], "fr": []}, None, d, log) == ["en", "fr", "zh"]
+    assert warnings == ["t dev in D: no file for en, zh; empty file for fr (shown as absent in the results; "
+                        "not in avg or pooled)"]
+    assert absent_languages(task, "dev", {"de": [1]}, ["de"], d, log) == [] and len(warnings) == 1
+    with pytest.raises(ValueError, match=r"--languages fr: the test set of D has an empty file for fr"):
+        absent_languages(task, "test", {"de": [1], "fr": []}, ["de", "fr"], d, log)
+
+
 @pytest.mark.slow
 def test_cli_one_line_error_and_launcher_passthrough(setup, tmp_path):
     """The launcher builds the deepspeed command with mGLM's defaults and passes extra flags through."""

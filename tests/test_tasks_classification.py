@@ -75,15 +75,49 @@ def test_bad_input_errors(tok, tmp_path):
     with pytest.raises(ValueError, match=r"train-en\.tsv:2: unknown label 'entails'; expected one of "
                                          r"\['neutral', 'entailment', 'contradiction'\]"):
         t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("p\th\tentailment\np\th\tneutral\textra\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: 4 tab-separated fields, more than the 3 columns"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("p\th\tentailment\tshifted\n", encoding="utf-8")  # a trailing field too
+    with pytest.raises(ValueError, match=r"train-en\.tsv:1: 4 tab-separated fields"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train-en\.tsv: the training file is empty"):
+        t.read_split(d, "train", None)
+    (d / "train-en.tsv").write_bytes("p\th\tneutral\nd\u00e9j\u00e0\th\tneutral\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"train-en\.tsv:2: not UTF-8 text \(byte 2 of the line: invalid "
+                                         r"continuation byte\)"):
+        t.read_split(d, "train", None)
     (d / "dev-en.tsv").write_text("p\th\tneutral\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"dev-sw\.tsv: the dev file of language 'sw' is missing"):
         t.read_split(d, "dev", ["en", "sw"])
+    # An empty file: an error for a language listed by --languages; otherwise read as empty (the run reports it).
+    (d / "dev-de.tsv").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"dev-de\.tsv: the dev file of language 'de' is empty \(listed by "):
+        t.read_split(d, "dev", ["en", "de"])
+    assert t.read_split(d, "dev", None) == {"de": [], "en": [t.read_split(d, "dev", ["en"])["en"][0]]}
+    # No test file at all: no test split, even for languages asked for; one test file: the others are missing.
+    assert t.read_split(d, "test", ["en", "de"]) == {} and t.read_split(d, "test", None) == {}
+    (d / "test-en.tsv").write_text("p\th\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"test-de\.tsv: the test file of language 'de' is missing"):
+        t.read_split(d, "test", ["en", "de"])
+    no_fr = _pawsx_without_fr(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"x-final/fr/dev_2k\.tsv: the dev file of language 'fr'"):
-        PAWSX(tok, 128).read_split(_pawsx_without_fr(tmp_path), "dev", ["en", "fr"])
+        PAWSX(tok, 128).read_split(no_fr, "dev", ["en", "fr"])
+    with pytest.raises(FileNotFoundError, match=r"x-final/fr/test_2k\.tsv: the test file of language 'fr'"):
+        PAWSX(tok, 128).read_split(no_fr, "test", ["en", "fr"])
+    for f in no_fr.glob("x-final/*/test_2k.tsv"):  # no test file at all: no test split
+        f.unlink()
+    assert PAWSX(tok, 128).read_split(no_fr, "test", ["en", "fr"]) == {}
     raw = tmp_path / "raw" / "x-final" / "en"
     raw.mkdir(parents=True)
     (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t2\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train\.tsv:2: unknown label '2'; expected one of \['0', '1'\]"):
+        PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
+    (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\ta\tb\tc\t0\n",
+                                   encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.tsv:3: 5 tab-separated fields, more than the 4 columns of the "
+                                         r"file \(a tab inside a text\?\); expected id, sentence1"):
         PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
 
 
@@ -157,6 +191,84 @@ def test_pattern_ids(tok):
         XNLI(tok, 128, pattern_id=0)
     with pytest.raises(ValueError, match="PAWS-X defines patterns 0-3"):
         PAWSX(tok, 128, pattern_id=5)
+
+
+# ------------------------------------------------------------------------------------------ mGLM's parts
+@pytest.fixture(scope="module")
+def spaced_tok(tmp_path_factory):
+    """The bundled sample model with sentencepiece's whitespace handling off (no dummy prefix, no removal of
+    leading/trailing/repeated spaces): a tokenizer that keeps every space, so a part ``" " + s`` and ``s``,
+    or a stripped and an unstripped text, get different ids."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from data_utils.tokenizer import GLMTokenizer
+
+    m = sentencepiece_model_pb2.ModelProto()
+    m.ParseFromString(SAMPLE_TOKENIZER.read_bytes())
+    m.normalizer_spec.add_dummy_prefix = False
+    m.normalizer_spec.remove_extra_whitespaces = False
+    path = tmp_path_factory.mktemp("spaced") / "spaced.model"
+    path.write_bytes(m.SerializeToString())
+    return GLMTokenizer(path)
+
+
+# mGLM's part lists (tasks/superglue/pvp.py, PawsxPVP / XnliPVP), for text_a = "The cat sleeps." and
+# text_b = "A cat sleeps." (PAWS-X: s1 = text_a, s2 = text_b without its final period), as pieces of the
+# space-keeping tokenizer worked out by hand: a leading space is the piece "▁", or part of a "▁word" piece.
+S1 = ["T", "he", "▁ca", "t", "▁sleep", "s", "."]  # "The cat sleeps." (no leading space: no "▁The")
+S1_SPACED = ["▁The", "▁ca", "t", "▁sleep", "s", "."]  # " " + "The cat sleeps."
+S2 = ["A", "▁ca", "t", "▁sleep", "s"]  # "A cat sleeps"
+PAWSX_PIECES = {
+    0: [['"'], S2, ['"', "▁", "?"], "MASK", [","], ["▁", '"'], S1, ['"']],  # '"' s2 '" ?' M ',' ' "' s1 '"'
+    1: [S2, ["?"], "MASK", [","], S1_SPACED],  # s2 '?' M ',' ' ' + s1
+    2: [['"'], S2, ['"', "▁", "?"], "MASK", [".", "▁", '"'], S1, ['"']],  # '"' s2 '" ?' M '. "' s1 '"'
+    3: [S2, ["?"], "MASK", ["."], S1_SPACED],  # s2 '?' M '.' ' ' + s1
+}
+
+
+def _ids(tok, parts) -> list[int]:
+    """[CLS] parts <eos>: each part a list of pieces, a literal mGLM string (encoded by sentencepiece alone),
+    or "MASK"."""
+    ids = [tok.cls_id]
+    for p in parts:
+        if p == "MASK":
+            ids.append(tok.mask_id)
+        elif isinstance(p, str):
+            ids.extend(tok.sp.EncodeAsIds(p))
+        else:
+            ids.extend(tok.sp.PieceToId(x) for x in p)
+    assert tok.sp.unk_id() not in ids
+    return ids + [tok.eos_id]
+
+
+@pytest.mark.parametrize("pattern_id", [0, 1, 2, 3])
+def test_pawsx_patterns_give_mglm_ids(spaced_tok, pattern_id):
+    from tasks.base import Example
+    from tasks.pawsx import PAWSX
+
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps.", "1", "f:1")
+    s = PAWSX(spaced_tok, 128, pattern_id=pattern_id).encode(ex)
+    expect = _ids(spaced_tok, PAWSX_PIECES[pattern_id])
+    assert s["input_ids"] == expect, spaced_tok.convert_ids_to_tokens(s["input_ids"])
+    assert s["mask_pos"] == expect.index(spaced_tok.mask_id)
+
+
+def test_xnli_pattern_gives_mglm_ids(spaced_tok):
+    """Premise ``text_a.strip()``, hypothesis ``text_b.rstrip(punctuation).strip()``: surrounding spaces are
+    gone, and a hypothesis ending in ". " keeps its period (the strip comes after the punctuation strip)."""
+    from tasks.base import Example
+
+    t = xnli(spaced_tok)
+    ex = Example("u", "en", "  The cat sleeps. ", "A cat sleeps. ", "entailment", "f:1")
+    expect = _ids(spaced_tok, ['Based on the fact written in foreign language: "', S1, ['"', "."],
+                               ' Is the followling statement reasonably True or definitely False: "', S2 + ["."],
+                               ['"', "?"], ["▁An", "s", "w", "er", ":"], "MASK"])
+    assert t.encode(ex)["input_ids"] == expect, spaced_tok.convert_ids_to_tokens(t.encode(ex)["input_ids"])
+    plain = Example("v", "en", "The cat sleeps.", "A cat sleeps!?", "entailment", "f:2")
+    assert t.encode(plain)["input_ids"] == _ids(spaced_tok, [
+        'Based on the fact written in foreign language: "', S1, ['"', "."],
+        ' Is the followling statement reasonably True or definitely False: "', S2, ['"', "?"],
+        ["▁An", "s", "w", "er", ":"], "MASK"])
 
 
 # ------------------------------------------------------------------------------------------ encoding

@@ -103,6 +103,31 @@ def test_windows_hand_worked():
                         tok.vocab["Answer:"], sm]
 
 
+def test_training_questions_without_their_answer_are_counted(capsys):
+    """Questions whose answer is in no window (here: not in the context at all) are counted and named in one
+    warning, whether their N/A windows are kept or dropped; answered questions are not."""
+    from training.logging import get_logger
+
+    tok = WordTokenizer(WORDS)
+    src = "f.json: data[0].paragraphs[0].qas[{}]"
+    exs = [QAExample("q1", "en", "who?", CONTEXT, ("w18 w19",), src.format(0)),
+           QAExample("q2", "en", "who?", CONTEXT, ("nothing",), src.format(1)),
+           QAExample("q3", "en", "who?", CONTEXT, ("nothing w1",), src.format(2))]
+    get_logger(0)
+    capsys.readouterr()
+    keep = XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs)
+    assert len(keep) == 3 * 4  # every window of every question (4 windows each)
+    out = capsys.readouterr().out
+    assert ("xquad: 2 of 3 training questions have their answer in no window of their context (2 of them: the "
+            "answer text is not in the context at all); they are trained on N/A targets only; first: "
+            "'q2' (data[0].paragraphs[0].qas[1]), 'q3' (data[0].paragraphs[0].qas[2]) in f.json") in out, out
+    drop = XQuAD(tok, 16, options=FinetuneArgs(qa_na_train="drop")).train_samples(exs)
+    assert [s["example"] for s in drop] == [0, 0]
+    assert "they are dropped (--qa-na-train drop)" in capsys.readouterr().out
+    XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs[:1])
+    assert "training questions" not in capsys.readouterr().out
+
+
 def test_aggregation_picks_the_right_window_and_na_is_wrong():
     tok = WordTokenizer(WORDS)
     exs = [QAExample(f"q{i}", "en", "who?", CONTEXT, ("w5 w6",), "t") for i in range(3)]
@@ -222,6 +247,40 @@ def test_bad_input(tmp_path, sample_tokenizer):
         with pytest.raises(ValueError, match=flag):
             parse_finetune_args(["--task", "xquad", "--data-dir", str(tmp_path), "--tokenizer-model",
                                  str(SAMPLE_TOKENIZER), flag, value])
+
+
+def _squad(tmp_path: Path, ids: list[str], name: str = "f.json") -> Path:
+    """A SQuAD-format file with one paragraph whose questions carry ``ids`` (answer "c" in context "c d")."""
+    path = tmp_path / name
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c d", "qas": [
+        {"id": i, "question": f"q{k}", "answers": [{"text": "c"}]} for k, i in enumerate(ids)]}]}]}),
+        encoding="utf-8")
+    return path
+
+
+def test_repeated_ids_train_versus_evaluation(tmp_path):
+    """A training file may repeat ids (XTREME's TyDiQA-GoldP train file does): every question is read. An
+    evaluation file keys predictions by id: a repeat is one error naming every repeated id and where."""
+    path = _squad(tmp_path, ["0", "1", "0", "2", "1", "0"])
+    train = read_squad_file(path, "en", require_answers=True)
+    assert [e.question for e in train] == [f"q{k}" for k in range(6)] and [e.uid for e in train][:3] == ["0", "1", "0"]
+    with pytest.raises(ValueError) as err:
+        read_squad_file(path, "en")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: 2 question id(s) repeat: '0' at data[0].paragraphs[0].qas[0], "
+                          "data[0].paragraphs[0].qas[2], data[0].paragraphs[0].qas[5]; '1' at "
+                          "data[0].paragraphs[0].qas[1], data[0].paragraphs[0].qas[4]; "), msg
+    assert "'2'" not in msg
+    # TyDiQA reads such a training file in XTREME's layout, and refuses it as a dev file.
+    d = tmp_path / "ty"
+    (d / "tydiqa-goldp-v1.1-train").mkdir(parents=True)
+    (d / "tydiqa-goldp-v1.1-dev").mkdir()
+    shutil.copy(path, d / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json")
+    shutil.copy(path, d / "tydiqa-goldp-v1.1-dev" / "tydiqa.goldp.en.dev.json")
+    ty = TyDiQA(WordTokenizer(["c", "d"]), 64, options=FinetuneArgs())
+    assert len(ty.read_split(d, "train", None)["en"]) == 6
+    with pytest.raises(ValueError, match=r"tydiqa\.goldp\.en\.dev\.json: 2 question id\(s\) repeat"):
+        ty.read_split(d, "dev", None)
 
 
 def _run(task, data, save, *extra):

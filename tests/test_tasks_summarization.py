@@ -88,6 +88,30 @@ def test_scisummnet_zh_reader(sample_tokenizer):
     assert got["test"][0].source.startswith("Language models predict")  # no XML: from scisummnet.csv
 
 
+def test_scisummnet_paper_without_sections_falls_back_to_the_whole_document(tmp_path, sample_tokenizer, capsys):
+    """A paper whose XML has no <SECTION> (its <S> directly under <PAPER>, as 63 of the CL-SciSumm copies)
+    gives every <S> of the document; a paper with sections still gives only theirs; the run says how many."""
+    from training.logging import get_logger
+
+    def paper(pid: str, body: str) -> None:
+        d = tmp_path / "top1000_complete" / pid / "Documents_xml"
+        d.mkdir(parents=True)
+        (d / f"{pid}.xml").write_text(f"<PAPER>{body}</PAPER>", encoding="utf-8")
+
+    paper("A1", '<S sid="0">Title  line.</S><ABSTRACT><S sid="1">An abstract.</S></ABSTRACT>'
+                '<SECTION title="1"><S sid="2">In a section.</S></SECTION>')
+    paper("B2", '<S sid="0">First  sentence.</S>\n  <S sid="1">Second <b>bold</b> one.</S>')
+    paper("C3", '<ABSTRACT><S sid="0">Only an abstract.</S></ABSTRACT>')
+    (tmp_path / "scisummnet-zh.dev.txt").write_text(
+        "".join(json.dumps({"pid": p, "zh_sum": f"摘要{p}"}) + "\n" for p in ("A1", "B2", "C3")), encoding="utf-8")
+    get_logger(0)  # the run's logger (rank 0: INFO to stdout)
+    capsys.readouterr()
+    got = ScisummNetZh(sample_tokenizer, 128).read_split(tmp_path, "dev", None)["en2zh"]
+    assert [e.source for e in got] == ["In a section.", "First sentence. Second bold one.", "Only an abstract."]
+    notes = [line for line in capsys.readouterr().out.splitlines() if "<SECTION>" in line]
+    assert len(notes) == 1 and "(dev): 2 of 3 papers have no <SECTION>" in notes[0] and "(B2, C3)" in notes[0]
+
+
 def test_scisummnet_zh_mglm_split(tmp_path, sample_tokenizer):
     """One records file: records 1-799 train, 801.. dev and test (record 800 in neither)."""
     n = 805
@@ -211,7 +235,7 @@ def test_task_flag_defaults(tmp_path):
                              "--rouge-tokenization", "mglm"]).finetune
     assert (f.num_beams, f.seq_length, f.length_penalty, f.rouge_tokenization) == (1, 64, 0.7, "mglm")
     x = parse_finetune_args(["--task", "xnli", "--data-dir", str(RAW)]).finetune
-    assert (x.num_beams, x.seq_length, x.select_on) == (1, 256, "en-dev")  # other tasks keep the generic defaults
+    assert (x.num_beams, x.seq_length, x.select_on) == (1, 256, None)  # other tasks: chosen from the dev sets read
     with pytest.raises(ValueError, match="--ncls-direction 'fr2de': expected en2zh or zh2en"):
         parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW), "--ncls-direction", "fr2de"])
     with pytest.raises(ValueError, match="--rouge-tokenization 'bpe'"):
@@ -256,6 +280,21 @@ def test_bad_input(tmp_path, sample_tokenizer):
     (bad / "scisummnet-zh.train.txt").write_text('{"pid": "X1", "zh_sum": "摘要"}\n', encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="no English source of paper X1"):
         ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    # a CSV row with more fields than the header: file:line, not the first fields silently taken
+    (bad / "scisummnet.csv").write_text("pid,text\nX1,A paper.\nX2,A paper, with a comma\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"scisummnet\.csv:3: 3 fields, more than the 2 columns of the header "
+                                         r"\['pid', 'text'\]"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    # bytes that are not UTF-8: file and line named (CSV, records, NCLS alternating lines)
+    (bad / "scisummnet.csv").write_bytes("pid,text\nX1,A paper.\nX2,Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"scisummnet\.csv:3: not UTF-8 text"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    (bad / "scisummnet-zh.train.txt").write_bytes(b'{"pid": "X1", "zh_sum": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"scisummnet-zh\.train\.txt:1: not UTF-8 text"):
+        ScisummNetZh(sample_tokenizer, 64).read_split(bad, "train", None)
+    (tmp_path / "latin.txt").write_bytes("An article.\nUn r\u00e9sum\u00e9.\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.txt:2: not UTF-8 text"):
+        read_alternating(tmp_path / "latin.txt", "train", "zh2en", "en")
 
 
 # ------------------------------------------------------------------------------------------ end to end

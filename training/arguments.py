@@ -307,7 +307,7 @@ class FinetuneArgs:
     pattern_id: int | None = None  # default: the task's (XNLI 4, PAWS-X 0)
     eval_batch_size: int | None = None  # default: --batch-size
     eval_epoch: int = 1  # evaluate on dev every this many epochs (unless --eval-interval steps is given)
-    select_on: str = "en-dev"  # model selection: <lang>-dev | avg-dev | all-dev (pooled, mGLM)
+    select_on: str | None = None  # <lang>-dev | avg-dev | all-dev (mGLM); default en-dev, else the 1st language's
     languages: tuple[str, ...] = ()  # dev/test languages; default every language present in --data-dir
     overwrite: bool = False  # replace an existing results.json
     eval_limit: int | None = None  # smoke runs: only the first N dev/test examples of each language
@@ -351,7 +351,8 @@ _HELP.update({
     "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh",
     "data_dir": "the task's data folder (official distribution or XTREME layout)",
     "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
-    "select_on": "model selection: <lang>-dev (default en-dev), avg-dev, all-dev (pooled over languages, mGLM)",
+    "select_on": "model selection: <lang>-dev, avg-dev, all-dev (pooled over languages, mGLM); default en-dev "
+                 "when a labelled English dev set exists, else the first --languages (or first read) language's",
     "languages": "dev/test languages (default: every language present)",
     "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
     "eval_limit": "smoke runs: score only the first N dev/test examples of each language (results say so)",
