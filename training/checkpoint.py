@@ -122,8 +122,13 @@ def save_checkpoint(engine, save_dir: str | os.PathLike, step: int, meta: dict[s
         with _disk_full_named(save_dir, rng_path):
             torch.save(rng_state(tracker), rng_path)
     _barrier()
-    names = sorted(f.name for f in (save_dir / partial).iterdir() if f.is_file() and f.name != META)
-    files = file_records(save_dir / partial, names)
+    # Rank 0's listing for every rank: on a network filesystem another node's view of a fresh directory
+    # may lag, and every rank must hash its share of the same list.
+    names = [sorted(f.name for f in (save_dir / partial).iterdir() if f.is_file() and f.name != META) if rank == 0
+             else None]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(names, src=0)
+    files = file_records(save_dir / partial, names[0])
     if rank == 0:
         meta = {**meta, "step": step, "tag": tag, "code_version": code_version(), "files": files}
         with _disk_full_named(save_dir, save_dir / partial / META):
@@ -604,6 +609,8 @@ def lock_save_dir(save_dir: str | os.PathLike | None, rank: int) -> SaveLock | N
             lock.acquire()
         except SaveDirLocked as e:
             refusal = str(e)
+        except OSError as e:  # e.g. no permission to create the directory: every rank must hear of it
+            refusal = f"--save {save_dir}: cannot create {lock.path} ({e.strerror})"
     if dist.is_initialized() and dist.get_world_size() > 1:
         box = [refusal]
         dist.broadcast_object_list(box, src=0)

@@ -82,8 +82,7 @@ def allowed_globals() -> list:
 
 
 _GLOBAL = re.compile(r"GLOBAL (\S+?)(?: |$)")
-_CODE_MARKERS = ("GLOBAL", "unrecognized function", "Can only create new object", "Can not safely load",
-                 "TorchScript")
+_CODE_MARKERS = ("GLOBAL", "unrecognized function", "Can only create new object")
 
 
 def _first_line(e: BaseException) -> str:
@@ -130,8 +129,11 @@ def load(path: str | os.PathLike, *, trust: bool = False, map_location: Any = "c
             raise UnreadableCheckpointError(f"{where}: is a directory, expected a .pt file") from None
         except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError, UnicodeDecodeError,
                 AttributeError, TypeError) as e:
-            if trust and "TorchScript" in str(e):
-                return _load_trusted(path, map_location, where)
+            if "TorchScript" in str(e):  # a TorchScript archive holds code by design
+                if trust:
+                    return _load_trusted(path, map_location, where)
+                raise UnsafeCheckpointError(f"{where}: refused: a TorchScript archive (holds code); if you trust "
+                                            f"this file, pass {TRUST_FLAG}") from None
             raise UnreadableCheckpointError(
                 f"{where}: not a readable torch checkpoint, truncated or damaged ({_first_line(e)})") from None
     raise AssertionError("unreachable")
