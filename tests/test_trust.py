@@ -548,3 +548,37 @@ def test_disk_full_on_a_first_save_and_in_the_cli(store, tmp_path):
     err = [ln for ln in p.stderr.splitlines() if "error:" in ln]
     assert p.returncode != 0 and len(err) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert "no space left on device writing" in err[0] and "no complete checkpoint yet" in err[0]
+
+
+def _events(path: Path) -> list:
+    """The records of a TensorBoard event file (TFRecord framing: length, crc, payload, crc)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, out, i = path.read_bytes(), [], 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        e = event_pb2.Event()
+        e.ParseFromString(data[i + 12:i + 12 + n])
+        out.append(e)
+        i += 12 + n + 4
+    return out
+
+
+def test_tensorboard_purges_only_the_steps_after_the_checkpoint(store, tmp_path):
+    """TensorBoard hides events at steps >= the purge step of a restarted writer: the resumed run must
+    purge from N + 1, so step N (complete in checkpoint N) stays."""
+    import pretrain_glm
+
+    save = tmp_path / "save"
+    args = [a for a in pretrain_args(store, save, 4) if a != "--no-tensorboard"]
+    pretrain_glm.main(args)
+    first = set((save / "logs").glob("events.out.tfevents*"))
+    pretrain_glm.main(args[:args.index("--train-iters")] + ["--train-iters", "5"]
+                      + args[args.index("--train-iters") + 2:] + ["--load", str(save / "global_step4")])
+    (resumed,) = set((save / "logs").glob("events.out.tfevents*")) - first
+    events = _events(resumed)
+    starts = [e.step for e in events if e.HasField("session_log") and e.session_log.status == e.session_log.START]
+    assert starts == [5]
+    assert sorted({e.step for e in events if e.HasField("summary")}) == [5]
