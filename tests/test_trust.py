@@ -582,3 +582,26 @@ def test_tensorboard_purges_only_the_steps_after_the_checkpoint(store, tmp_path)
     starts = [e.step for e in events if e.HasField("session_log") and e.session_log.status == e.session_log.START]
     assert starts == [5]
     assert sorted({e.step for e in events if e.HasField("summary")}) == [5]
+
+
+def test_garbage_weights_rng_and_meta_files_are_one_line_naming_them(store, run6, tmp_path):
+    """A text file as --load-pretrained, a truncated RNG file of an unverified (earlier-version) checkpoint,
+    a garbage meta.json: each a ValueError (one line through run_cli) that names the file."""
+    import pretrain_glm
+
+    text = tmp_path / "pretrained.pt"
+    text.write_text("these are not weights\n")
+    with pytest.raises(UnreadableCheckpointError, match=f"--load-pretrained {text}: not a readable torch"):
+        pretrain_glm.main(pretrain_args(store, tmp_path / "a", 1, "--load-pretrained", str(text)))
+    save = copy_run(run6[0], tmp_path / "run")
+    tag_dir = save / "global_step6"
+    meta = json.loads((tag_dir / "meta.json").read_text())
+    del meta["files"]  # as the previous version wrote it: nothing tells the truncation but the unpickler
+    (tag_dir / "meta.json").write_text(json.dumps(meta))
+    rng = tag_dir / "rng_rank_00000.pt"
+    rng.write_bytes(rng.read_bytes()[:100])
+    with pytest.raises(UnreadableCheckpointError, match=f"--load {rng}: not a readable torch checkpoint"):
+        pretrain_glm.main(pretrain_args(store, tmp_path / "b", 8, "--load", str(tag_dir)))
+    (tag_dir / "meta.json").write_text('{"step": 6,\n "tp_size": 1,,}')
+    with pytest.raises(ckpt.DamagedCheckpointError, match=f"{tag_dir / 'meta.json'}:2: not valid JSON"):
+        pretrain_glm.main(pretrain_args(store, tmp_path / "c", 8, "--load", str(tag_dir)))
