@@ -317,6 +317,11 @@ def test_deepspeed_engine_load_goes_through_the_safe_loader(tmp_path, stage, mon
         (tag_dir / name).write_bytes(original)
     # after our call DeepSpeed's own loader is back
     assert "load" not in vars(eng.engine.checkpoint_engine)
+    # DeepSpeed's writer on a full disk: one line, latest unchanged
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device", str(f))))
+    with pytest.raises(ckpt.DiskFullError, match=r"writing .*global_step2.partial.*; `latest` still names .*global_step1"):
+        ckpt.save_checkpoint(eng, tmp_path, 2, {"tp_size": 1}, {"iteration": 2}, rank=0)
     shutdown()
 
 
