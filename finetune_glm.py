@@ -66,7 +66,9 @@ def run(cfg: FinetuneConfig) -> dict:
     task_cls = registry.get(f.task)
     run_ctx = start_run(t, f"finetune {f.task}")
     info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
+    save_lock = None
     try:
+        save_lock = ckpt.lock_save_dir(t.save, info.rank)  # one writer per --save, for the whole run
 
         out_dir = Path(t.save or t.log_dir) if (t.save or t.log_dir) else None
         if out_dir is not None and (out_dir / "results.json").exists() and not f.overwrite and not t.load:
@@ -76,8 +78,7 @@ def run(cfg: FinetuneConfig) -> dict:
         # A resumed finetune (--load) or our pretrained checkpoint records its model config and tokenizer.
         load_meta = None
         if t.load:
-            load_dir, load_tag = ckpt.resolve(t.load)
-            load_meta = ckpt.read_meta(load_dir, load_tag)
+            load_dir, load_tag, load_meta = ckpt.resolve_intact(t.load)  # verified; falls back from a damaged newest
             check_finetune_of(load_meta, task_cls.name, load_dir / load_tag)
         pre_meta = load_meta if t.load else ckpt.pretrained_meta(t.load_pretrained)
         tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
@@ -92,7 +93,7 @@ def run(cfg: FinetuneConfig) -> dict:
         pre = t.load_pretrained if t.load_pretrained and not t.load else None
         vocab = (int(load_meta["model_config"]["vocab_size"]) if t.load and "model_config" in (load_meta or {})
                  else ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
-                                          tok_path))
+                                          tok_path, trust=t.trust_checkpoint))
         task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
         data_dir = Path(f.data_dir)
         langs = list(f.languages) or None
@@ -133,7 +134,8 @@ def run(cfg: FinetuneConfig) -> dict:
         model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
         model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
         if t.load_pretrained and not t.load:
-            log.info(f"initialised weights from {ckpt.load_pretrained(model, t.load_pretrained, ps)}")
+            log.info(f"initialised weights from "
+                     f"{ckpt.load_pretrained(model, t.load_pretrained, ps, trust=t.trust_checkpoint)}")
         engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), ps, o, t,
                               cfg.ds_config, info.device)
         gas = engine.grad_accum
@@ -167,8 +169,8 @@ def run(cfg: FinetuneConfig) -> dict:
         if t.load:
             ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size,
                                   f"--load {load_dir / load_tag}", ps.dp_size)
-            engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim)
-            ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker)
+            engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim, trust=t.trust_checkpoint)
+            ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker, trust=t.trust_checkpoint)
             state.step = int(load_meta["step"])
             best.update(load_meta.get("finetune_best", {}))
             log.info(f"resumed from {load_dir / load_tag} at step {state.step}")
@@ -217,7 +219,9 @@ def run(cfg: FinetuneConfig) -> dict:
                 log.info(f"saved checkpoint {ckpt.save_checkpoint(engine, t.save, step, meta, {'iteration': step}, info.rank, ps.rng_tracker)}")
 
         log_dir = t.log_dir or (str(Path(t.save) / "logs") if t.save else None)
-        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard, purge_step=state.step or None)
+        # Step N is complete in checkpoint N (logged before it was saved): drop only the rows after it.
+        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard,
+                               purge_step=state.step + 1 if state.step else None)
         t0 = time.time()
         if train_iters > 0:
             schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or train_iters, warmup=o.warmup,
@@ -271,6 +275,8 @@ def run(cfg: FinetuneConfig) -> dict:
                     task.write_extra_predictions(pred_dir, split, lang, examples[lang], p)
         return result
     finally:
+        if save_lock is not None:
+            save_lock.release()
         shutdown()
 
 

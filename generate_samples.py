@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--load-pretrained", help="released weights (.pt file or a directory of mp_rank_XX files; "
                                                "needs --model-config and --tokenizer-model), or a Hugging Face "
                                                "hub folder (config.json + weights + sentencepiece file)")
+    src.add_argument("--trust-checkpoint", action="store_true",
+                     help="you vouch for the weights file: read it with the full unpickler (can run code) when a "
+                          "weights-only load refuses it")
     src.add_argument("--model-config", help="model JSON (config/model/*.json)")
     src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
     src.add_argument("--model-parallel-size", type=int, default=1)
@@ -199,12 +202,13 @@ def main(argv: list[str] | None = None) -> dict:
         config.max_memory_length = 0
         if a.load_pretrained:
             # As pretraining does: the checkpoint's own rows, which must be this tokenizer's padded vocabulary.
-            config.vocab_size = ckpt.embedding_rows(tokenizer, ps.tp_size, 128, weights, meta, tok_path)
+            config.vocab_size = ckpt.embedding_rows(tokenizer, ps.tp_size, 128, weights, meta, tok_path,
+                                                    trust=a.trust_checkpoint)
         if config.vocab_size < len(tokenizer):
             raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok_path} "
                              f"({len(tokenizer)} ids)")
         model = GLMModel(config, ps)
-        load_pretrained(model, weights, ps)
+        load_pretrained(model, weights, ps, trust=a.trust_checkpoint)
         model = model.to(device).eval()
 
         def fill(text: str, printer: _Printer | None):

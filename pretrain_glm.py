@@ -163,7 +163,9 @@ def run(cfg: PretrainConfig) -> dict:
         raise ValueError("--train-data STORE is required (make a store with tools/preprocess_data.py)")
     run_ctx = start_run(t, "pretrain")
     info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
+    save_lock = None
     try:
+        save_lock = ckpt.lock_save_dir(t.save, info.rank)  # one writer per --save, for the whole run
 
         # Tokenizer, data -------------------------------------------------------------------------
         # [dBLOCK] (N+10) exists only when the objective uses it; it can change the padded vocabulary, so
@@ -177,7 +179,7 @@ def run(cfg: PretrainConfig) -> dict:
         pre = t.load_pretrained if t.load_pretrained and not t.load else None
         pre_meta = ckpt.pretrained_meta(pre)  # our checkpoint's meta.json: its architecture and positions
         vocab = ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
-                                    tokenizer_path=tok_path)
+                                    tokenizer_path=tok_path, trust=t.trust_checkpoint)
         stores = {}
         for root in d.train_data:
             for lang, s in open_stores(root, vocab_size=tok.num_text_tokens).items():
@@ -210,7 +212,7 @@ def run(cfg: PretrainConfig) -> dict:
                  f"{num_parameters(model) * ps.tp_size / 1e6:.2f} M parameters")
         if t.load_pretrained and not t.load:
             # Before the engine exists: DeepSpeed copies the weights into its fp32 masters / ZeRO partitions.
-            src = ckpt.load_pretrained(model, t.load_pretrained, ps)
+            src = ckpt.load_pretrained(model, t.load_pretrained, ps, trust=t.trust_checkpoint)
             log.info(f"initialised weights from {src}")
         groups = param_groups_for_weight_decay(model, o.weight_decay)
         engine = build_engine(model, groups, ps, o, t, cfg.ds_config, info.device)
@@ -223,11 +225,10 @@ def run(cfg: PretrainConfig) -> dict:
                      "dp_size": ps.dp_size, "tokenizer": tok.model_path,
                      "tokenizer_add_dblock": add_dblock, "seed": t.seed}
         if t.load:
-            load_dir, tag = ckpt.resolve(t.load)
-            meta = ckpt.read_meta(load_dir, tag)
+            load_dir, tag, meta = ckpt.resolve_intact(t.load)  # verified; falls back from a damaged newest
             ckpt.check_compatible(meta, model_config.to_dict(), ps.tp_size, f"--load {load_dir / tag}", ps.dp_size)
-            engine.load(str(load_dir), tag, load_optimizer=not t.no_load_optim)
-            ckpt.load_rng(load_dir, tag, info.rank, ps.rng_tracker)
+            engine.load(str(load_dir), tag, load_optimizer=not t.no_load_optim, trust=t.trust_checkpoint)
+            ckpt.load_rng(load_dir, tag, info.rank, ps.rng_tracker, trust=t.trust_checkpoint)
             state.step = int(meta["step"])
             log.info(f"resumed from {load_dir / tag} at step {state.step}")
 
@@ -293,7 +294,9 @@ def run(cfg: PretrainConfig) -> dict:
                 log.info(f"saved checkpoint {path}")
 
         log_dir = t.log_dir or (os.path.join(t.save, "logs") if t.save else None)
-        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard, purge_step=state.step or None)
+        # Step N is complete in checkpoint N (logged before it was saved): drop only the rows after it.
+        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard,
+                               purge_step=state.step + 1 if state.step else None)
         peak = _peak_flops(device)
         loop_cfg = LoopConfig(
             train_iters=t.train_iters, grad_accum=gas, log_interval=t.log_interval, eval_interval=t.eval_interval,
@@ -322,6 +325,8 @@ def run(cfg: PretrainConfig) -> dict:
             out.write_text(json.dumps(result, indent=2))
         return result
     finally:
+        if save_lock is not None:
+            save_lock.release()
         shutdown()
 
 

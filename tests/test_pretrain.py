@@ -137,26 +137,30 @@ def _kill_at_step(cmd, target: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine, stage, tp", [("torch", None, 1), ("deepspeed", 0, 1), ("deepspeed", 2, 1),
-                                               ("deepspeed", 0, 2), ("deepspeed", 2, 2)])
-def test_kill9_and_resume_is_exact(store, tmp_path, engine, stage, tp):
+@pytest.mark.parametrize("engine, stage, tp, nproc", [("torch", None, 1, 1), ("deepspeed", 0, 1, 1),
+                                                      ("deepspeed", 2, 1, 1), ("deepspeed", 0, 2, 2),
+                                                      ("deepspeed", 2, 2, 2), ("deepspeed", 1, 1, 2)])
+def test_kill9_and_resume_is_exact(store, tmp_path, engine, stage, tp, nproc):
+    """Losses after the resume equal the uninterrupted run's, and metrics.jsonl holds every step exactly
+    once (the checkpoint's own step included: it was logged before it was saved)."""
     # Big enough steps (~0.1 s) that the run is still alive when the kill lands after the target step.
     iters = 20
     extra = ["--model-parallel-size", str(tp), "--save-interval", "4"]
     if engine == "deepspeed":
-        extra += ["--deepspeed", "--deepspeed_config", ds_json(tmp_path, stage, micro_batch=16)]
+        extra += ["--deepspeed", "--deepspeed_config", ds_json(tmp_path, stage, micro_batch=16 // (nproc // tp))]
     else:
         extra += ["--batch-size", "16", "--lr", "2e-3"]
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    run(launch(common(store, ref, iters) + extra, nproc=tp))
+    run(launch(common(store, ref, iters) + extra, nproc=nproc))
     reference = results(ref)["train_losses"]
     assert len(reference) == iters
 
     target = random.randint(5, 10)  # a random step after the first checkpoint (step 4)
-    _kill_at_step(launch(common(store, killed, iters) + extra + ["--log-interval", "1"], nproc=tp), target)
+    _kill_at_step(launch(common(store, killed, iters) + extra + ["--log-interval", "1"], nproc=nproc), target)
     resumed_from = int((killed / "latest").read_text().removeprefix("global_step"))
     assert resumed_from == 4 * (target // 4) or resumed_from == 4 * (target // 4) - 4  # a save may have been cut
-    p = run(launch(common(store, killed, iters) + extra + ["--load", str(killed)], nproc=tp))
+    p = run(launch(common(store, killed, iters) + extra + ["--load", str(killed), "--log-interval", "1"],
+                   nproc=nproc))
     assert f"resumed from {killed / f'global_step{resumed_from}'} at step {resumed_from}" in p.stdout, p.stdout
     resumed = results(killed)
     assert resumed["step"] == iters
@@ -164,6 +168,8 @@ def test_kill9_and_resume_is_exact(store, tmp_path, engine, stage, tp):
     assert len(tail) == iters - resumed_from, p.stdout
     diff = max(abs(a - b) for a, b in zip(tail, reference[resumed_from:], strict=True))
     assert diff <= 1e-6, (tail, reference[resumed_from:])
+    rows = [json.loads(x) for x in (killed / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(r["step"] for r in rows if r["group"] == "train") == list(range(1, iters + 1))
 
 
 # -------------------------------------------------------------------------- ZeRO stages agree

@@ -6,7 +6,10 @@ Model tensors follow the split/merge rules of ``model.checkpoint_compat`` (QKV 3
 other keys are kept with ``mp_world_size`` updated; optimizer / ZeRO state is dropped (it cannot be resharded
 here) with a warning.
 
-Usage: python tools/change_mp.py CKPT_DIR TARGET_TP [--out OUT_DIR] [--tag TAG]
+The source files are verified against their ``meta.json`` (our checkpoints) and read weights-only
+(``--trust-checkpoint`` vouches for a file that needs more); the output's ``meta.json`` records its own files.
+
+Usage: python tools/change_mp.py CKPT_DIR TARGET_TP [--out OUT_DIR] [--tag TAG] [--trust-checkpoint]
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 import torch
 
 from model.checkpoint_compat import merge_state_dicts, shard_state_dict
+from training import checkpoint as ckpt
+from training import safe_load
 
 _RANK_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 _DROPPED = ("optimizer",)
@@ -36,7 +41,7 @@ def read_tag(ckpt_dir: Path) -> str:
 
 
 def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None = None,
-              tag: str | None = None) -> Path:
+              tag: str | None = None, trust: bool = False) -> Path:
     """Write the resharded checkpoint and return the output directory."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
@@ -56,7 +61,8 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
         raise ValueError(f"cannot reshard from TP={source_tp} to TP={target_tp}: one must divide the other")
     out_dir = Path(out_dir) if out_dir else ckpt_dir.with_name(f"{ckpt_dir.name}_MP{target_tp}")
 
-    states = [torch.load(p, map_location="cpu", weights_only=False) for _, p in files]
+    ckpt.verify_tag_dir(tag_dir, [p.name for _, p in files], what="change_mp")
+    states = [safe_load.load(p, trust=trust) for _, p in files]
     for (_, p), s in zip(files, states, strict=True):
         if not isinstance(s, dict) or "module" not in s:
             raise ValueError(f"{p}: expected a dict with a 'module' state dict")
@@ -79,14 +85,16 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
         out["module"] = shard_state_dict(full, target_tp, r)
         out["mp_world_size"] = target_tp
         torch.save(out, target_dir / f"mp_rank_{r:02d}_model_states.pt")
-    meta_path = tag_dir / "meta.json"
-    if meta_path.is_file():  # our checkpoints describe themselves: keep that true for the new TP size
+    if (tag_dir / ckpt.META).is_file():  # our checkpoints describe themselves: keep that true for the new TP size
         import json
 
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = ckpt.read_meta(ckpt_dir, tag)
+        # No optimizer state (it cannot be resharded) and no RNG files (per-TP-rank streams do not map to
+        # another TP size): a resume says so. ``files`` records what this directory holds.
         meta.update(tp_size=target_tp, resharded_from={"dir": str(ckpt_dir), "tp_size": source_tp},
-                    optimizer_state=False)
-        (target_dir / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+                    optimizer_state=False, rng_state=False,
+                    files=ckpt.file_records(target_dir, [f"mp_rank_{r:02d}_model_states.pt" for r in range(target_tp)]))
+        (target_dir / ckpt.META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     (out_dir / "latest").write_text(tag)
     return out_dir
 
@@ -97,8 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("target_tp", type=int)
     parser.add_argument("--out", default=None, help="output directory (default: <ckpt_dir>_MP<target>)")
     parser.add_argument("--tag", default=None, help="checkpoint tag (default: read from <ckpt_dir>/latest)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="you vouch for the files: read them with the full unpickler (can run code) when a "
+                             "weights-only load refuses them")
     args = parser.parse_args(argv)
-    out = change_mp(args.ckpt_dir, args.target_tp, args.out, args.tag)
+    out = change_mp(args.ckpt_dir, args.target_tp, args.out, args.tag, trust=args.trust_checkpoint)
     print(f"wrote {out}")
     return {"out_dir": str(out), "target_tp": args.target_tp}
 

@@ -78,6 +78,7 @@ class TrainArgs:
     save: str | None = None
     load: str | None = None
     load_pretrained: str | None = None
+    trust_checkpoint: bool = False  # vouch for --load/--load-pretrained files a weights-only load refuses
     no_load_optim: bool = False
     save_interval: int = 5000
     eval_interval: int = 1000
@@ -129,6 +130,8 @@ _HELP = {
     "deepspeed_config": "DeepSpeed JSON (ZeRO stage, precision, optimizer, clipping)",
     "load": "resume exactly from a checkpoint (directory with 'latest', or one tag directory)",
     "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint, a released .pt file or a Hugging Face hub folder (config.json; model config and tokenizer from it)",
+    "trust_checkpoint": "you vouch for the --load / --load-pretrained files: read them with the full unpickler "
+                        "(can run code) when a weights-only load refuses them",
 }
 
 

@@ -11,21 +11,37 @@ rename the directory to ``<tag>`` and replace ``latest`` (written to a temp file
 A crash mid-save therefore leaves ``latest`` on the previous complete checkpoint. Loading reads
 ``meta.json`` first and refuses, before touching tensors, a checkpoint made for another TP size or
 another architecture.
+
+Integrity: ``meta.json`` records every file's size and sha256 (``files``); ``--load`` verifies them before
+reading a tensor and falls back from a damaged or incomplete newest checkpoint to the newest intact one
+(``resolve_intact``). Every file is read through ``training.safe_load`` (weights-only unpickling). One run
+writes a save directory at a time (``lock_save_dir``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
+import socket
 import subprocess
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from training import safe_load
+from training.errors import DataError, UsageError
 
 META = "meta.json"
 LATEST = "latest"
@@ -53,9 +69,12 @@ def code_version() -> str:
 
 
 def rng_state(tracker=None) -> dict[str, Any]:
+    """Every RNG stream, as tensors, ints and strings only (so the file loads weights-only): numpy's
+    uint32 key array is stored as an int64 tensor."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -66,7 +85,9 @@ def rng_state(tracker=None) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], tracker=None) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]  # keys: a tensor (ours) or a numpy array (files of earlier versions)
+    keys = keys.numpy() if torch.is_tensor(keys) else np.asarray(keys)
+    np.random.set_state((kind, keys.astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -74,9 +95,21 @@ def set_rng_state(state: dict[str, Any], tracker=None) -> None:
         tracker.set_states(state["tracker"])
 
 
+class DiskFullError(DataError):
+    """A save ran out of space; ``latest`` still names the previous complete checkpoint."""
+
+
+class DamagedCheckpointError(DataError):
+    """A file of a checkpoint differs from what its ``meta.json`` records, or is missing."""
+
+
 def save_checkpoint(engine, save_dir: str | os.PathLike, step: int, meta: dict[str, Any], client_state: dict,
                     rank: int, tracker=None) -> Path:
-    """Collective: every rank calls it. Returns the final checkpoint directory."""
+    """Collective: every rank calls it. Returns the final checkpoint directory.
+
+    ``meta.json`` gets ``files``: name -> size and sha256 of every file of the checkpoint, hashed right after
+    the ranks have written them (each rank hashes a share, see ``file_records``). Running out of space is a
+    ``DiskFullError`` naming the file and the checkpoint ``latest`` still names."""
     save_dir = Path(save_dir)
     tag = tag_for_step(step)
     partial = tag + PARTIAL
@@ -84,22 +117,122 @@ def save_checkpoint(engine, save_dir: str | os.PathLike, step: int, meta: dict[s
         save_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(save_dir / partial, ignore_errors=True)  # leftovers of a crashed save
     _barrier()
-    engine.save(str(save_dir), partial, client_state)
-    torch.save(rng_state(tracker), save_dir / partial / f"rng_rank_{rank:05d}.pt")
+    with _disk_full_named(save_dir, save_dir / partial):
+        engine.save(str(save_dir), partial, client_state)
+        rng_path = save_dir / partial / f"rng_rank_{rank:05d}.pt"
+        with _disk_full_named(save_dir, rng_path):
+            torch.save(rng_state(tracker), rng_path)
     _barrier()
+    # Rank 0's listing for every rank: on a network filesystem another node's view of a fresh directory
+    # may lag, and every rank must hash its share of the same list.
+    names = [sorted(f.name for f in (save_dir / partial).iterdir() if f.is_file() and f.name != META) if rank == 0
+             else None]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(names, src=0)
+    files = file_records(save_dir / partial, names[0])
     if rank == 0:
-        meta = {**meta, "step": step, "tag": tag, "code_version": code_version()}
-        _write_atomic(save_dir / partial / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
+        meta = {**meta, "step": step, "tag": tag, "code_version": code_version(), "files": files}
+        with _disk_full_named(save_dir, save_dir / partial / META):
+            _write_atomic(save_dir / partial / META, json.dumps(meta, indent=2, sort_keys=True, default=str))
         final = save_dir / tag
         old = save_dir / (tag + OLD)
         if final.exists():  # a re-run saving the same step replaces it: move it aside, never delete first,
             shutil.rmtree(old, ignore_errors=True)  # so a crash between the renames leaves a loadable copy
             os.replace(final, old)  # (``resolve`` falls back to it)
         os.replace(save_dir / partial, final)
-        _write_atomic(save_dir / LATEST, tag)
+        with _disk_full_named(save_dir, save_dir / LATEST):
+            _write_atomic(save_dir / LATEST, tag)
         shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return save_dir / tag
+
+
+@contextlib.contextmanager
+def _disk_full_named(save_dir: Path, writing: Path):
+    """Turn "no space left" (an ``OSError`` ENOSPC, or torch's zip writer failing on a full disk, which
+    says only ``unexpected pos`` / ``file write failed``) into one line naming the file being written and
+    the checkpoint ``latest`` still names. The partial directory stays; the next save removes it."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        raise DiskFullError(_disk_full_message(save_dir, Path(e.filename) if e.filename else writing)) from None
+    except RuntimeError as e:
+        text = str(e)
+        if not (("write" in text or "unexpected pos" in text) and _free_bytes(save_dir) < (64 << 20)):
+            raise
+        raise DiskFullError(_disk_full_message(save_dir, writing)) from None
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62
+
+
+def _disk_full_message(save_dir: Path, writing: Path) -> str:
+    try:
+        latest = (save_dir / LATEST).read_text(encoding="utf-8").strip()
+        still = f"`latest` still names {save_dir / latest}"
+    except OSError:
+        still = f"{save_dir} has no complete checkpoint yet (no `latest`)"
+    return f"no space left on device writing {writing}; {still}"
+
+
+def file_records(folder: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    """``{name: {"size", "sha256"}}`` of ``folder/name`` for every name. Collective when a process group
+    exists (every rank must call it with the same names): rank r hashes names[r::world], and the records
+    are exchanged, so hashing a checkpoint takes the time of its largest share, not of the whole."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    mine = {n: {"size": (folder / n).stat().st_size, "sha256": sha256_of(folder / n)} for n in names[rank::world]}
+    if world == 1:
+        return dict(sorted(mine.items()))
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    return dict(sorted((k, v) for part in gathered for k, v in part.items()))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_files(folder: Path, meta: dict[str, Any], names: list[str] | None = None) -> str | None:
+    """The first problem of ``folder`` against the records of its ``meta.json`` (None: intact). ``names``
+    restricts the check to the files a caller reads (``--load-pretrained`` reads no optimizer state).
+    Collective when a process group exists, like ``file_records``."""
+    records = meta.get("files") or {}
+    names = sorted(records) if names is None else sorted(names)
+    problems = []
+    for n in names:
+        rec = records.get(n)
+        f = folder / n
+        if rec is None:
+            problems.append(f"{f} is not listed in {folder / META}")
+        elif not f.is_file():
+            problems.append(f"{f} is missing")
+        elif f.stat().st_size != rec["size"]:
+            problems.append(f"{f} has {f.stat().st_size} bytes, {META} records {rec['size']} (truncated or replaced)")
+    if problems:
+        return problems[0]
+    actual = file_records(folder, names)
+    for n in names:
+        if actual[n]["sha256"] != records[n]["sha256"]:
+            return f"{folder / n} is damaged: its sha256 differs from the one {META} records"
+    return None
+
+
+def _unverified_warning(folder: Path) -> None:
+    logging.getLogger("mglm").warning(
+        "%s: %s records no file hashes (written by an earlier version): loading it unverified", folder, META)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -129,8 +262,79 @@ def resolve(load: str | os.PathLike) -> tuple[Path, str]:
 
 
 def read_meta(load_dir: Path, tag: str) -> dict[str, Any]:
-    with open(load_dir / tag / META, encoding="utf-8") as f:
-        return json.load(f)
+    f = load_dir / tag / META
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DamagedCheckpointError(f"{f}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise DamagedCheckpointError(f"{f}: not UTF-8 text") from None
+    if not isinstance(meta, dict):
+        raise DamagedCheckpointError(f"{f}: expected a JSON object, found {type(meta).__name__}")
+    return meta
+
+
+def resolve_intact(load: str | os.PathLike) -> tuple[Path, str, dict[str, Any]]:
+    """``--load``: (save dir, tag, meta) of a checkpoint whose files match its ``meta.json``.
+
+    A save directory whose newest checkpoint (``latest``) is damaged or incomplete falls back to the newest
+    intact one before it, with a warning naming both (a job preempted mid-save, a file damaged on disk). A
+    tag directory named explicitly is verified without fallback. Checkpoints of earlier versions (no
+    ``files`` in ``meta.json``) load unverified, with a warning. Collective when a process group exists."""
+    p = Path(load)
+    try:
+        load_dir, tag = resolve(p)
+    except FileNotFoundError as e:
+        if not (p / LATEST).is_file():
+            raise
+        load_dir, tag, first_problem = p, (p / LATEST).read_text(encoding="utf-8").strip(), str(e)
+    else:
+        first_problem = _problem(load_dir, tag)
+        if first_problem is None:
+            return load_dir, tag, read_meta(load_dir, tag)
+        if not (p / LATEST).is_file():  # a tag directory named explicitly: no other choice to make
+            raise DamagedCheckpointError(f"--load {load_dir / tag}: {first_problem}")
+    newest_step = _step_of(load_dir, tag)
+    for other in _older_checkpoints(load_dir, newest_step, exclude=tag):
+        if _problem(load_dir, other) is None:
+            logging.getLogger("mglm").warning(
+                "--load %s: the newest checkpoint %s is damaged or incomplete (%s); resuming from %s, the newest "
+                "intact one", load_dir, load_dir / tag, first_problem, load_dir / other)
+            return load_dir, other, read_meta(load_dir, other)
+    raise DamagedCheckpointError(f"--load {load_dir}: the newest checkpoint {load_dir / tag} is damaged or "
+                                 f"incomplete ({first_problem}) and no older checkpoint is intact")
+
+
+def _problem(load_dir: Path, tag: str) -> str | None:
+    """What is wrong with ``load_dir/tag`` (None: intact, or unverifiable because of an earlier version)."""
+    if not (load_dir / tag / META).is_file():
+        return f"{load_dir / tag / META} is missing (incomplete checkpoint)"
+    try:
+        meta = read_meta(load_dir, tag)
+    except DamagedCheckpointError as e:
+        return str(e)
+    if "files" not in meta:
+        _unverified_warning(load_dir / tag)
+        return None
+    return verify_files(load_dir / tag, meta)
+
+
+def _step_of(load_dir: Path, tag: str) -> float:
+    """The step of a tag: ``meta.json``'s, else the number in ``global_stepN``, else +inf (unknown)."""
+    try:
+        return int(read_meta(load_dir, tag)["step"])
+    except (OSError, DamagedCheckpointError, KeyError, TypeError, ValueError):
+        digits = "".join(ch for ch in tag.split(".")[0] if ch.isdigit())
+        return int(digits) if digits else float("inf")
+
+
+def _older_checkpoints(load_dir: Path, below: float, exclude: str) -> list[str]:
+    """Complete-looking checkpoints (a ``meta.json``, not ``.partial``) of ``load_dir`` at steps <= ``below``,
+    newest first."""
+    tags = [d.name for d in load_dir.iterdir() if d.is_dir() and d.name != exclude and not d.name.endswith(PARTIAL)
+            and (d / META).is_file()]
+    steps = {t: _step_of(load_dir, t) for t in tags}
+    return sorted((t for t in tags if steps[t] <= below), key=lambda t: (steps[t], not t.endswith(OLD)), reverse=True)
 
 
 def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size: int, where: str,
@@ -159,11 +363,24 @@ def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size
         raise ValueError(f"{where}: checkpoint architecture differs from this run ({'; '.join(diff)})")
 
 
-def load_rng(load_dir: Path, tag: str, rank: int, tracker=None) -> bool:
+def load_rng(load_dir: Path, tag: str, rank: int, tracker=None, *, trust: bool = False) -> bool:
+    """Restore this rank's RNG streams. A missing file is an error (the resume would silently draw other
+    dropout masks and batches), unless ``meta.json`` says the checkpoint has none (``tools/change_mp.py``
+    output: the streams of one TP size do not map to another), which is logged. Returns whether restored."""
     p = load_dir / tag / f"rng_rank_{rank:05d}.pt"
     if not p.is_file():
-        return False
-    set_rng_state(torch.load(p, map_location="cpu", weights_only=False), tracker)
+        meta = read_meta(load_dir, tag)
+        if meta.get("rng_state", "resharded_from" not in meta) is False:  # earlier reshards record no flag
+            logging.getLogger("mglm").warning("%s holds no RNG state (resharded by tools/change_mp.py): the "
+                                              "resumed run draws fresh random streams", load_dir / tag)
+            return False
+        raise DamagedCheckpointError(f"--load {load_dir / tag}: {p.name} is missing (rank {rank}'s RNG state); "
+                                     "the checkpoint is incomplete")
+    state = safe_load.load(p, trust=trust, what="--load")
+    try:
+        set_rng_state(state, tracker)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise DamagedCheckpointError(f"--load {p}: not an RNG state file ({type(e).__name__}: {e})") from None
     return True
 
 
@@ -199,7 +416,7 @@ def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
     raise FileNotFoundError(f"--load-pretrained {p}: no mp_rank_XX_model_states.pt, no 'latest' tracker, not a .pt file")
 
 
-def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None = None) -> int:
+def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None = None, *, trust: bool = False) -> int:
     """Rows of the word-embedding table of a pretrained checkpoint (summed over its TP shards).
 
     ``meta``: the checkpoint's ``meta.json`` (looked up when None; ours record the model config); without
@@ -212,10 +429,9 @@ def pretrained_vocab_rows(path: str | os.PathLike, meta: dict[str, Any] | None =
 
     rows = 0
     for f in find_pretrained_files(path):
-        try:
-            obj = torch.load(f, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-            obj = torch.load(f, map_location="cpu", weights_only=False)
+        # Memory-mapped: only the embedding table's pages are read. Legacy (non-zip) files cannot be.
+        mmap = zipfile.is_zipfile(f)
+        obj = safe_load.load(f, trust=trust, mmap=mmap, what="--load-pretrained")
         w = to_glm_layout(obj).get("word_embeddings.weight") if isinstance(obj, dict) else None
         if w is None:
             raise ValueError(f"{f}: no word_embeddings.weight; not a GLM checkpoint")
@@ -235,12 +451,11 @@ def pretrained_meta(path: str | os.PathLike | None) -> dict[str, Any] | None:
     p = Path(path)
     z = _zero3_checkpoint(p)
     tag_dir = z[0] / z[1] if z else find_pretrained_files(p)[0].parent
-    f = tag_dir / META
-    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+    return read_meta(tag_dir.parent, tag_dir.name) if (tag_dir / META).is_file() else None
 
 
 def embedding_rows(tokenizer, tp_size: int, multiple: int = 128, pretrained: str | os.PathLike | None = None,
-                   meta: dict[str, Any] | None = None, tokenizer_path: str = "") -> int:
+                   meta: dict[str, Any] | None = None, tokenizer_path: str = "", *, trust: bool = False) -> int:
     """Rows of the word-embedding table of a model run at ``tp_size``.
 
     A new model: the tokenizer's ids padded to ``multiple x tp_size``. A model initialised from
@@ -251,7 +466,7 @@ def embedding_rows(tokenizer, tp_size: int, multiple: int = 128, pretrained: str
     at TP 1, 2, 4 and 8, although a new model at TP 4 would get 250,368 rows."""
     if pretrained is None:
         return tokenizer.padded_vocab_size(multiple, tp_size)
-    rows = pretrained_vocab_rows(pretrained, meta)
+    rows = pretrained_vocab_rows(pretrained, meta, trust=trust)
     accepted = {tokenizer.padded_vocab_size(multiple, k) for k in (1, 2, 4, 8, 16, 32, 64)}
     if rows not in accepted:
         raise ValueError(f"--load-pretrained {pretrained}: its vocabulary has {rows} rows, but the tokenizer "
@@ -275,12 +490,14 @@ def _zero3_checkpoint(p: Path) -> tuple[Path, str] | None:
     return None
 
 
-def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
+def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bool = False) -> str:
     """Load weights only (GLM or SAT key layout, any TP size of the source) into ``model``, strictly.
 
     A source with another TP size is merged and re-split for this rank. Position tables of a source with
     fewer rows (a shorter ``max_sequence_length``) are copied into the first rows, as GLM's
     ``load_pretrained`` does when finetuning extends positions; every other mismatch is an error naming it.
+    Files of our checkpoints are verified against their ``meta.json`` first; every file is read weights-only
+    unless ``trust`` (``--trust-checkpoint``). Collective when a process group exists (verification).
     """
     from model import hf_compat
 
@@ -299,17 +516,17 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         load_dir, tag = zero3
-        full = to_glm_layout(get_fp32_state_dict_from_zero_checkpoint(str(load_dir), tag=tag))
+        verify_tag_dir(load_dir / tag, None)
+        with safe_load.torch_loads(trust):  # zero_to_fp32 calls torch.load(weights_only=False) itself
+            full = to_glm_layout(get_fp32_state_dict_from_zero_checkpoint(str(load_dir), tag=tag))
         sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank)
         load_glm_state_dict(model, sd, strict=True, source=str(load_dir / tag))
         return f"{load_dir / tag} (ZeRO-3 partitions)"
     files = find_pretrained_files(path)
+    verify_tag_dir(files[0].parent, [f.name for f in files])
     shards = []
     for f in files:
-        try:
-            obj = torch.load(f, map_location="cpu", weights_only=False)
-        except Exception as e:  # pickle / zip errors carry no file name
-            raise ValueError(f"{f}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+        obj = safe_load.load(f, trust=trust, what="--load-pretrained")
         if not isinstance(obj, dict):
             raise ValueError(f"{f}: expected a dict (a state dict or a checkpoint with 'module'), got {type(obj).__name__}")
         shards.append(to_glm_layout(obj))
@@ -326,3 +543,87 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state) -> str:
             sd[name] = grown
     load_glm_state_dict(model, sd, strict=True, source=", ".join(map(str, files)))
     return ", ".join(map(str, files))
+
+
+def verify_tag_dir(tag_dir: Path, names: list[str] | None, what: str = "--load-pretrained") -> None:
+    """Our checkpoints (a ``meta.json`` with ``files``): the files to be read (``names``; None: all) must match
+    their records, else ``DamagedCheckpointError`` naming the file. Others (GLM's, released single files,
+    earlier versions) carry no records and are read as they are."""
+    if not (tag_dir / META).is_file():
+        return
+    meta = read_meta(tag_dir.parent, tag_dir.name)
+    if "files" not in meta:
+        _unverified_warning(tag_dir)
+        return
+    problem = verify_files(tag_dir, meta, names)
+    if problem:
+        raise DamagedCheckpointError(f"{what} {tag_dir}: {problem}")
+
+
+# --------------------------------------------------------------------------------- one writer per --save
+LOCK = ".lock"
+
+
+class SaveDirLocked(UsageError):
+    """Another run holds the lock of this save directory."""
+
+
+class SaveLock:
+    """An exclusive ``flock`` on ``<save>/.lock``, held by global rank 0 for the whole run.
+
+    The file holds the holder's host, pid and start time, shown to a run that is refused. The kernel drops
+    the lock when the process ends in any way (kill -9 included), so a stale file never blocks; ``release``
+    drops it at the end of a run. On a filesystem without working ``flock`` (some FUSE or Lustre mounts
+    without ``-o flock``) the run goes on unlocked, with a warning."""
+
+    def __init__(self, save_dir: str | os.PathLike):
+        self.path = Path(save_dir) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown holder"
+            os.close(fd)
+            raise SaveDirLocked(f"--save {self.path.parent}: another run is writing to it ({holder}; lock file "
+                                f"{self.path}); wait for it to end or choose another --save") from None
+        except OSError as e:  # ENOLCK, EOPNOTSUPP: the filesystem offers no locks
+            os.close(fd)
+            logging.getLogger("mglm").warning("--save %s: cannot lock %s (%s); a second run on this directory "
+                                              "would not be refused", self.path.parent, self.path, e.strerror)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def lock_save_dir(save_dir: str | os.PathLike | None, rank: int) -> SaveLock | None:
+    """Collective: rank 0 takes the lock of ``save_dir``; when it is held elsewhere every rank raises
+    ``SaveDirLocked`` (a rank that went on alone would hang in the first collective)."""
+    if not save_dir:
+        return None
+    lock, refusal = SaveLock(save_dir), None
+    if rank == 0:
+        try:
+            lock.acquire()
+        except SaveDirLocked as e:
+            refusal = str(e)
+        except OSError as e:  # e.g. no permission to create the directory: every rank must hear of it
+            refusal = f"--save {save_dir}: cannot create {lock.path} ({e.strerror})"
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        box = [refusal]
+        dist.broadcast_object_list(box, src=0)
+        refusal = box[0]
+    if refusal:
+        raise SaveDirLocked(refusal)
+    return lock if rank == 0 else None

@@ -133,10 +133,13 @@ class TorchEngine:
             }
             torch.save(state, os.path.join(path, model_states_name(self.ps.tp_rank)))
 
-    def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+    def load(self, load_dir: str, tag: str, load_optimizer: bool = True, *, trust: bool = False) -> dict:
+        """``trust``: ``--trust-checkpoint`` (the file may need more than a weights-only load allows)."""
+        from training import safe_load
+
         load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
         path = os.path.join(load_dir, tag, model_states_name(self.ps.tp_rank))
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = safe_load.load(path, trust=trust, what="--load")
         self.module.load_state_dict(state["module"], strict=True)
         if load_optimizer and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -199,12 +202,17 @@ class DeepSpeedEngine:
     def save(self, save_dir: str, tag: str, client_state: dict) -> None:
         self.engine.save_checkpoint(save_dir, tag=tag, client_state=client_state, save_latest=False)
 
-    def load(self, load_dir: str, tag: str, load_optimizer: bool = True) -> dict:
+    def load(self, load_dir: str, tag: str, load_optimizer: bool = True, *, trust: bool = False) -> dict:
+        """DeepSpeed reads the files through its checkpoint-engine hook, which ``deepspeed_engine_loads``
+        points at our weights-only loader for this call (``trust``: ``--trust-checkpoint``)."""
+        from training import safe_load
+
         load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
-        path, client_state = self.engine.load_checkpoint(
-            load_dir, tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=False,
-            load_module_strict=True,
-        )
+        with safe_load.deepspeed_engine_loads(self.engine, trust):
+            path, client_state = self.engine.load_checkpoint(
+                load_dir, tag=tag, load_optimizer_states=load_optimizer, load_lr_scheduler_states=False,
+                load_module_strict=True,
+            )
         if path is None:
             raise FileNotFoundError(f"DeepSpeed could not load checkpoint {os.path.join(load_dir, tag)}")
         return client_state or {}
