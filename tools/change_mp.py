@@ -18,6 +18,9 @@ from pathlib import Path
 
 import torch
 
+if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
+    import _repo_root  # noqa: F401
+
 from model.checkpoint_compat import merge_state_dicts, shard_state_dict
 
 _RANK_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")

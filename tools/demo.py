@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
+    import _repo_root  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from data_utils.tokenizer import GLMTokenizer  # noqa: E402
 from tools.train_tokenizer import cloze_verbalizer_pieces, train  # noqa: E402

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-if __package__ in (None, ""):
-    # Run as a script: make the repository root importable (tasks/ sits next to tools/).
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
+    import _repo_root  # noqa: F401
 
 from tasks import metrics  # noqa: E402  (after the sys.path fix above)
 

@@ -33,6 +33,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
+    import _repo_root  # noqa: F401
+
 # Sentencepiece's C++ log line: "I0000 00:00:1795918010.121490    1911 file.cc:903] message".
 _SP_LOG = re.compile(r"^([IWEF])\d{4} \S+\s+\d+ [\w.]+:\d+\] (.*)$")
 # The messages that tell how far training is (corpus loaded, seed pieces, each EM round and its vocabulary
@@ -227,7 +230,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from training.arguments import run_cli
 
     run_cli(main, "train_tokenizer.py")
