@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
-    import _repo_root  # noqa: F401
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks import metrics  # noqa: E402  (after the sys.path fix above)
 

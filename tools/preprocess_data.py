@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
-if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
-    import _repo_root  # noqa: F401
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_utils.corpus import PreprocessSummary, preprocess  # noqa: E402
 

@@ -33,8 +33,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as ``python tools/X.py``: put the repository root on sys.path
-    import _repo_root  # noqa: F401
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Sentencepiece's C++ log line: "I0000 00:00:1795918010.121490    1911 file.cc:903] message".
 _SP_LOG = re.compile(r"^([IWEF])\d{4} \S+\s+\d+ [\w.]+:\d+\] (.*)$")
