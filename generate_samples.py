@@ -34,7 +34,10 @@ PROG = "generate_samples.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint")
+    from training.arguments import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint",
+                                formatter_class=DefaultsHelpFormatter)
     src = p.add_argument_group("model")
     src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "
                                     "<tag>/meta.json for the model config and tokenizer)")
@@ -42,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "needs --model-config and --tokenizer-model")
     src.add_argument("--model-config", help="model JSON (config/model/*.json)")
     src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
-    src.add_argument("--model-parallel-size", type=int, default=1)
+    src.add_argument("--model-parallel-size", type=int, default=1, metavar="N",
+                     help="tensor-parallel size (start one process per rank, e.g. with torchrun)")
     src.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     io = p.add_argument_group("input / output")
     io.add_argument("--input-file", help="one prompt per line (default: interactive, stdin)")
@@ -52,13 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out-seq-length", type=int, default=64, help="max tokens per blank (end token included)")
     g.add_argument("--min-tgt-length", type=int, default=0, help="min tokens per blank before it may end")
     g.add_argument("--sample", action="store_true", help="sample (also implied by --top-k / --top-p > 0)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=1234)
-    g.add_argument("--num-beams", type=int, default=1)
-    g.add_argument("--length-penalty", type=float, default=1.0)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0, metavar="X", help="sampling: divide the logits by this")
+    g.add_argument("--top-k", type=int, default=0, metavar="N",
+                   help="sampling: keep the N most probable tokens (0 = all)")
+    g.add_argument("--top-p", type=float, default=0.0, metavar="X",
+                   help="sampling: keep the smallest set of tokens with probability >= X (0 = all)")
+    g.add_argument("--seed", type=int, default=1234, metavar="N", help="sampling seed")
+    g.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search with N beams (1 = greedy)")
+    g.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
+                   help="beam search: score = sum of log-probs / length**X")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
+                   help="never repeat an n-gram of this size within a blank (0 = off)")
     return p
 
 

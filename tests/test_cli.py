@@ -7,6 +7,7 @@ cannot see a script that fails to import its own packages when started as ``pyth
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -76,3 +77,75 @@ def test_change_mp_runs_as_documented_from_another_directory(tmp_path) -> None:
     key = "transformer.layers.0.mlp.dense_h_to_4h.weight"
     assert torch.equal(torch.cat([s["module"][key] for s in shards]), full[key])
     assert (tmp_path / "tp2" / "latest").read_text() == "3"
+
+
+# --- --help: every flag explained, every default shown ----------------------------------------------
+
+def _help_entries(script: str) -> dict[str, str]:
+    """{first option string: help text} of every option in ``python SCRIPT --help`` (one wide line per
+    option where it fits; continuation lines are joined)."""
+    env = {**os.environ, "COLUMNS": "250"}
+    out = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True,
+                         env=env, timeout=120, check=True).stdout
+    entries: dict[str, str] = {}
+    current = None
+    for line in out.splitlines():
+        m = re.match(r"^  (-[^\s,]+)\S*(?: \S+)*?(?:\s{2,}(.*))?$", line)  # invocation, 2+ spaces, help
+        if m:
+            current = m.group(1)
+            entries[current] = (m.group(2) or "").strip()
+        elif current and re.match(r"^\s{10,}\S", line):
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+        else:
+            current = None
+    return entries
+
+
+def _actual_defaults(script: str) -> dict[str, object]:
+    """The values a run really uses when no flag is given, read from the parsed configuration (not from
+    the help machinery under test)."""
+    from dataclasses import asdict
+
+    if script == "pretrain_glm.py":
+        from training.arguments import parse_pretrain_args
+
+        cfg = asdict(parse_pretrain_args([]))
+        return {k: v for part in ("model", "data", "optim", "train") for k, v in cfg[part].items()}
+    if script == "finetune_glm.py":
+        from training.arguments import parse_finetune_args
+
+        cfg = asdict(parse_finetune_args(["--task", "xnli", "--data-dir", str(REPO / "data/sample/tasks/xnli/xtreme")]))
+        values = {k: v for part in ("model", "optim", "train", "finetune") for k, v in cfg[part].items()}
+        for placeholder in ("train_iters", "eval_interval", "save_interval", "task", "data_dir"):
+            values.pop(placeholder)  # filled from the data at run time, or given above
+        return values
+    if script == "generate_samples.py":
+        import generate_samples
+
+        return vars(generate_samples.build_parser().parse_args([]))
+    from mt5.finetune_mt5 import parse_args
+
+    return {k: v for k, v in asdict(parse_args(["ncls", "sum2zh"])).items() if k not in ("task", "subtask")}
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS)
+def test_every_flag_has_help_and_shows_its_default(script: str) -> None:
+    entries = _help_entries(script)
+    assert len(entries) > 10, entries
+    missing = sorted(flag for flag, text in entries.items() if not text)
+    assert not missing, f"{script} --help: flags without help text: {missing}"
+    defaults = _actual_defaults(script)
+    unshown, wrong = [], []
+    for dest, value in defaults.items():
+        if value is None or isinstance(value, bool) or value in ((), []):
+            continue  # not set / a switch: nothing to show
+        flag = "--" + dest.replace("_", "-")
+        flag = flag if flag in entries else "--" + dest  # GLM spellings such as --local_rank
+        text = entries[flag]
+        m = re.search(r"\(default: ([^)]*)\)", text)
+        if "default" not in text:
+            unshown.append(f"{flag} (default {value!r})")
+        elif m and not m.group(1).startswith("-") and m.group(1) != str(value):
+            wrong.append(f"{flag}: help says {m.group(1)!r}, the run uses {value!r}")
+    assert not unshown, f"{script} --help hides defaults: {unshown}"
+    assert not wrong, f"{script} --help shows wrong defaults: {wrong}"
