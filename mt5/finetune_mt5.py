@@ -51,6 +51,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from mt5.data import Example, load_task, task_sources  # noqa: E402
 from tasks.rouge import rouge_scores, rouge_scores_from_tokens  # noqa: E402
 from training.arguments import DefaultsHelpFormatter  # noqa: E402
+from training.progress import report_progress  # noqa: E402
 
 logger = logging.getLogger("mt5")
 
@@ -266,7 +267,6 @@ def evaluate(accelerator, model, tokenizer, valid: list[Example], encoded: list[
     """Generate a summary for every validation example (split across processes) and score ROUGE."""
     import torch
     from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
@@ -274,7 +274,7 @@ def evaluate(accelerator, model, tokenizer, valid: list[Example], encoded: list[
     results: list[tuple[int, str]] = []
     batches = [mine[i : i + cfg.eval_batch_size] for i in range(0, len(mine), cfg.eval_batch_size)]
     with torch.no_grad():
-        for idx in tqdm(batches, desc="generate", disable=not accelerator.is_main_process):
+        for idx in report_progress(batches, desc="generate", enabled=accelerator.is_main_process):
             batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id)
             out = unwrapped.generate(
                 input_ids=batch["input_ids"].to(accelerator.device),
@@ -321,7 +321,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
     out_dir = Path(cfg.output_dir)
@@ -348,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     model = MT5ForConditionalGeneration.from_pretrained(cfg.model)
     pad_id = tokenizer.pad_token_id
-    train_enc = [encode_example(tokenizer, ex, cfg) for ex in tqdm(train_ex, desc="tokenize train", disable=not accelerator.is_main_process)]
+    train_enc = [encode_example(tokenizer, ex, cfg) for ex in report_progress(train_ex, desc="tokenize train", enabled=accelerator.is_main_process)]
     valid_enc = [encode_example(tokenizer, ex, cfg) for ex in valid_ex]
     logger.info("task %s/%s: %d train, %d valid examples; %d processes on %s", cfg.task, cfg.subtask,
                 len(train_ex), len(valid_ex), accelerator.num_processes, accelerator.device)
@@ -393,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.wait_for_everyone()
 
     model.train()
-    bar = tqdm(total=total, initial=min(state.step, total), desc="train", disable=not accelerator.is_main_process)
+    bar = report_progress(total=total, initial=min(state.step, total), desc="train", enabled=accelerator.is_main_process)
     done = bool(cfg.max_steps) and state.step >= cfg.max_steps
     evaluated_at = -1
     t_last, steps_since = time.time(), 0

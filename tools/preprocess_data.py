@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
     ap.add_argument("--chunk-docs", type=int, default=1024, help="documents per work item")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing store at --output")
-    ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm progress bar")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress display (a bar on a terminal, else a line every 30 s)")
     return ap
 
 

@@ -157,9 +157,9 @@ def train(
     are part of ``vocab_size``. ``progress``: report each training round (sentencepiece's EM iterations and
     the vocabulary size they have pruned to) on stderr; ``verbose``: sentencepiece's whole log instead."""
     import sentencepiece as spm
-    from tqdm import tqdm
 
     from data_utils.corpus import find_input_files
+    from training.progress import report_progress
 
     symbols = list(dict.fromkeys(as_piece(x) for x in user_defined_symbols))  # de-duplicated, order kept
     files = find_input_files(inputs)
@@ -169,8 +169,7 @@ def train(
         corpus = Path(tmp) / "sentences.txt"
         n_sent = n_chars = 0
         with open(corpus, "w", encoding="utf-8") as w:
-            for sent in tqdm(iter_sentences(files), desc="reading", unit=" sentences",
-                             disable=not sys.stderr.isatty() and not verbose):
+            for sent in report_progress(iter_sentences(files), desc="reading", unit=" sentences"):
                 w.write(sent + "\n")
                 n_sent += 1
                 n_chars += len(sent)
