@@ -1,7 +1,7 @@
 """GLM generation: blank filling with a key/value cache; greedy, top-k / top-p sampling, beam search.
 
 GLM generates the content of a blank (a ``[MASK]``, ``[sMASK]`` or ``[gMASK]`` token of the context) as
-Part B of the pretraining layout (reference 4.3 / finetuning 1.6):
+Part B of the pretraining layout (the GLM paper, Figure 2; GLM's ``generate_samples.py``):
 
     tokens      A_0 ... A_{n-1}   [sop]  g_1   g_2  ...
     positions   0   ...   n-1       p     p     p   ...     (p = position of the blank's mask token)

@@ -86,7 +86,7 @@ def check_label(label: str, labels: Sequence[str], where: str) -> str:
 def fit_parts(parts: list[tuple[list[int], bool]], budget: int, what: str) -> list[tuple[list[int], bool]]:
     """Shorten ``(token ids, shortenable)`` parts in place until their total length is at most ``budget``:
     one token at a time from the end of the currently longest shortenable part (GLM's PVP truncation,
-    reference 1.7). ``what`` names the input in the error raised when the fixed parts alone do not fit."""
+    mGLM ``pvp.py``). ``what`` names the input in the error raised when the fixed parts alone do not fit."""
     total = sum(len(t) for t, _ in parts)
     while total > budget:
         lens = [len(t) if short else -1 for t, short in parts]

@@ -1,4 +1,4 @@
-"""Cloze classification: readers of the official formats, encoding (reference 1.7), cloze scores vs the
+"""Cloze classification: readers of the official formats, encoding (mGLM pvp.py), cloze scores vs the
 model's full logits, TP=2 scores vs TP=1, and clear errors on bad input."""
 
 from __future__ import annotations
