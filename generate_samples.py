@@ -80,6 +80,9 @@ def _generation_config(a: argparse.Namespace):
         no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
 
 
+EMPTY_BLANK_HINT = "(empty: the model ended the blank at once; --min-tgt-length 1 asks for at least one token)"
+
+
 class Sources(NamedTuple):
     model_config: dict
     tokenizer: str
@@ -154,6 +157,8 @@ class _Printer:
         if self.enabled:
             if not self.ids:
                 self.out.write(f"[blank {index + 1}] " + self.tok.decode(result.tokens))
+            if not result.tokens:  # a weak model's likeliest first token is often the end of the blank
+                self.out.write(EMPTY_BLANK_HINT)
             self.out.write("\n")
             self.out.flush()
         self.blank, self.ids, self.shown = index + 1, [], ""

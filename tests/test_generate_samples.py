@@ -119,3 +119,21 @@ def test_interactive_unknown_mask_and_empty_line(checkpoint):
     assert len(errors) == 1 and "unknown mask token [XMASK]" in errors[0] and "Traceback" not in p.stderr
     assert sum(line.startswith("Filled: ") for line in p.stdout.splitlines()) == 1  # stopped at the empty line
     assert "[blank 2] " in p.stdout  # beam search prints each blank when it is done
+
+
+def test_streamed_empty_blank_is_explained() -> None:
+    """A blank the model ends at once prints a hint (a new user took the empty fill for a bug); a filled
+    blank prints only its text."""
+    import io
+    from types import SimpleNamespace
+
+    import generate_samples
+    from data_utils.tokenizer import GLMTokenizer
+
+    tok = GLMTokenizer(SAMPLE_TOKENIZER)
+    out = io.StringIO()
+    printer = generate_samples._Printer(tok, out, enabled=True)
+    printer.on_blank(0, SimpleNamespace(tokens=[]))
+    printer.on_blank(1, SimpleNamespace(tokens=tok.encode("France")))
+    assert out.getvalue() == f"[blank 1] {generate_samples.EMPTY_BLANK_HINT}\n[blank 2] France\n"
+    assert "--min-tgt-length 1" in generate_samples.EMPTY_BLANK_HINT
