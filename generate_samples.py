@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beam search: score = sum of log-probs / length**X")
     g.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
                    help="never repeat an n-gram of this size within a blank (0 = off)")
+    g.add_argument("--candidates", type=int, default=0, metavar="K",
+                   help="also show the K likeliest first tokens of each blank with their probabilities")
     return p
 
 
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMConfig, GLMModel
-    from model.generation import fill_blanks
+    from model.generation import blank_candidates, fill_blanks
     from mpu.initialize import ParallelState
     from training import checkpoint as ckpt
     from training.checkpoint import load_pretrained
@@ -211,6 +213,11 @@ def main(argv: list[str] | None = None) -> dict:
             hooks = dict(on_token=printer.on_token, on_blank=printer.on_blank) if printer else {}
             return fill_blanks(model, tokenizer, text, cfg, **hooks)
 
+        def candidates(res) -> list[list[tuple[str, float]]]:
+            """Per blank: [(piece, probability)] of the --candidates likeliest first tokens."""
+            return [[(tokenizer.convert_ids_to_tokens([i])[0], p) for i, p in blank]
+                    for blank in blank_candidates(model, tokenizer, res, a.candidates)]
+
         t0 = time.time()
         n_prompts = n_tokens = n_blanks = 0
         if a.input_file:
@@ -224,9 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
                     n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
                     n_tokens += sum(len(s) for s in res.spans)
                     if rank == 0:
-                        out.write(json.dumps({"prompt": text, "filled": res.text,
-                                              "spans": [tokenizer.decode(s) for s in res.spans],
-                                              "scores": res.scores}, ensure_ascii=False) + "\n")
+                        row = {"prompt": text, "filled": res.text, "spans": [tokenizer.decode(s) for s in res.spans],
+                               "scores": res.scores}
+                        if a.candidates > 0:
+                            row["candidates"] = candidates(res)
+                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
                         out.flush()
             finally:
                 if out is not sys.stdout:
@@ -261,6 +270,11 @@ def main(argv: list[str] | None = None) -> dict:
                 n_tokens += sum(len(s) for s in res.spans)
                 if rank == 0:
                     print(f"Filled: {res.text}", flush=True)
+                if a.candidates > 0:
+                    shown = candidates(res)  # a forward per blank: every tensor-parallel rank runs it
+                    for k, blank in enumerate(shown if rank == 0 else []):
+                        print(f"  blank {k + 1} candidates: " + "  ".join(f"{t!r} {p:.3f}" for t, p in blank),
+                              flush=True)
         seconds = time.time() - t0
         return {"prompts": n_prompts, "blanks": n_blanks, "generated_tokens": n_tokens, "seconds": seconds,
                 "tokens_per_s": n_tokens / seconds if seconds > 0 else 0.0, "mode": cfg.mode}
