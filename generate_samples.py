@@ -82,7 +82,8 @@ def _generation_config(a: argparse.Namespace):
         no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
 
 
-EMPTY_BLANK_HINT = "(empty: the model ended the blank at once; --min-tgt-length 1 asks for at least one token)"
+EMPTY_BLANK_HINT = ("(looks empty: the model ended the blank or wrote only spaces; --candidates 5 shows its likeliest "
+                    "first tokens, --min-tgt-length N asks for N tokens)")
 
 
 class Sources(NamedTuple):
@@ -159,7 +160,7 @@ class _Printer:
         if self.enabled:
             if not self.ids:
                 self.out.write(f"[blank {index + 1}] " + self.tok.decode(result.tokens))
-            if not result.tokens:  # a weak model's likeliest first token is often the end of the blank
+            if not self.tok.decode(result.tokens).strip():  # a weak model's likeliest fill is the end or a bare "▁"
                 self.out.write(EMPTY_BLANK_HINT)
             self.out.write("\n")
             self.out.flush()

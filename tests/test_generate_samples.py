@@ -122,8 +122,8 @@ def test_interactive_unknown_mask_and_empty_line(checkpoint):
 
 
 def test_streamed_empty_blank_is_explained() -> None:
-    """A blank the model ends at once prints a hint (a new user took the empty fill for a bug); a filled
-    blank prints only its text."""
+    """A blank that decodes to nothing visible (no token, or the bare word-boundary piece) prints a hint (a new
+    user took the empty fill for a bug); a filled blank prints only its text."""
     import io
     from types import SimpleNamespace
 
@@ -134,6 +134,8 @@ def test_streamed_empty_blank_is_explained() -> None:
     out = io.StringIO()
     printer = generate_samples._Printer(tok, out, enabled=True)
     printer.on_blank(0, SimpleNamespace(tokens=[]))
-    printer.on_blank(1, SimpleNamespace(tokens=tok.encode("France")))
-    assert out.getvalue() == f"[blank 1] {generate_samples.EMPTY_BLANK_HINT}\n[blank 2] France\n"
-    assert "--min-tgt-length 1" in generate_samples.EMPTY_BLANK_HINT
+    printer.on_blank(1, SimpleNamespace(tokens=tok.convert_tokens_to_ids(["\u2581"])))  # the bare word boundary
+    printer.on_blank(2, SimpleNamespace(tokens=tok.encode("France")))
+    hint = generate_samples.EMPTY_BLANK_HINT
+    assert out.getvalue() == f"[blank 1] {hint}\n[blank 2] {hint}\n[blank 3] France\n"
+    assert "--candidates" in hint and "--min-tgt-length" in hint
