@@ -149,3 +149,11 @@ def test_every_flag_has_help_and_shows_its_default(script: str) -> None:
             wrong.append(f"{flag}: help says {m.group(1)!r}, the run uses {value!r}")
     assert not unshown, f"{script} --help hides defaults: {unshown}"
     assert not wrong, f"{script} --help shows wrong defaults: {wrong}"
+
+
+@pytest.mark.parametrize("script", TOOLS)
+def test_every_tool_flag_has_help(script: str) -> None:
+    entries = _help_entries(script)
+    assert "-h" in entries
+    missing = sorted(flag for flag, text in entries.items() if not text)
+    assert not missing, f"{script} --help: flags without help text: {missing}"

@@ -155,7 +155,9 @@ def step_fill(out: Path, checkpoint: str, iters: int, valid_loss: float) -> dict
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from training.arguments import DefaultsHelpFormatter
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("--out", default="demo_output", help="output folder")
     ap.add_argument("--pretrain-iters", type=int, default=240, help="pretraining steps (about 0.5 s each on 2 cores)")
     ap.add_argument("--finetune-epochs", type=int, default=6, help="XNLI finetuning epochs (2 steps each)")

@@ -207,13 +207,18 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from training.arguments import DefaultsHelpFormatter
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="text files (.jsonl, .txt, optionally .gz) or folders of them")
     ap.add_argument("--model-prefix", required=True, help="output path without the .model suffix")
-    ap.add_argument("--vocab-size", type=int, default=8000)
-    ap.add_argument("--character-coverage", type=float, default=0.9995)
-    ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"])
-    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false")
+    ap.add_argument("--vocab-size", type=int, default=8000, help="pieces, user-defined symbols included")
+    ap.add_argument("--character-coverage", type=float, default=0.9995,
+                    help="share of the characters the pieces must cover (the rest become bytes or [UNK])")
+    ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"],
+                    help="sentencepiece normalization rule (identity: decoding returns the input)")
+    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false",
+                    help="unknown characters become [UNK] instead of UTF-8 byte pieces")
     ap.add_argument("--user-defined-symbols", default="", metavar="A,B,...",
                     help="comma-separated pieces that are always one token (a leading space = '▁')")
     ap.add_argument("--cloze-verbalizers", action="store_true",

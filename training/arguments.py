@@ -187,9 +187,9 @@ _HELP = {
 
 def with_default(text: str, default: Any) -> str:
     """A flag's help line with its default appended, unless the text already states it. ``None``,
-    ``False`` and empty sequences mean "not set" and are not shown (argparse's
+    ``False`` and empty values mean "not set" and are not shown (argparse's
     ArgumentDefaultsHelpFormatter would print "(default: None)")."""
-    if default is None or default is False or default == () or default == [] or "default" in text:
+    if default is None or default is False or default in ((), [], "") or "default" in text:
         return text
     return f"{text} (default: {'on' if default is True else default})"
 
@@ -198,7 +198,9 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
     """``--help`` shows each flag's default after its help text (see ``with_default``)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        default = None if action.default is argparse.SUPPRESS or not action.option_strings else action.default
+        switch = action.nargs == 0  # store_true / store_false: the flag's text says what it turns on or off
+        hidden = action.default is argparse.SUPPRESS or not action.option_strings or switch
+        default = None if hidden else action.default
         return with_default(action.help or "", default)
 
 
