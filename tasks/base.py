@@ -168,7 +168,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
     """Predictions for every sample, in order, on every rank.
 
     ``predict_batch(samples) -> predicted label strings``. Each DP rank predicts its strided slice
-    (a progress display on global rank 0: ``training.progress``); the slices are gathered over the DP group and put back in order.
+    (progress shown on global rank 0); the slices are gathered over the DP group and put back in order.
     """
     import torch
 
