@@ -34,7 +34,10 @@ PROG = "generate_samples.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint")
+    from training.arguments import DefaultsHelpFormatter
+
+    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint",
+                                formatter_class=DefaultsHelpFormatter)
     src = p.add_argument_group("model")
     src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "
                                     "<tag>/meta.json for the model config and tokenizer)")
@@ -46,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "weights-only load refuses it")
     src.add_argument("--model-config", help="model JSON (config/model/*.json)")
     src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
-    src.add_argument("--model-parallel-size", type=int, default=1)
+    src.add_argument("--model-parallel-size", type=int, default=1, metavar="N",
+                     help="tensor-parallel size (start one process per rank, e.g. with torchrun)")
     src.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     io = p.add_argument_group("input / output")
     io.add_argument("--input-file", help="one prompt per line (default: interactive, stdin)")
@@ -56,13 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out-seq-length", type=int, default=64, help="max tokens per blank (end token included)")
     g.add_argument("--min-tgt-length", type=int, default=0, help="min tokens per blank before it may end")
     g.add_argument("--sample", action="store_true", help="sample (also implied by --top-k / --top-p > 0)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=1234)
-    g.add_argument("--num-beams", type=int, default=1)
-    g.add_argument("--length-penalty", type=float, default=1.0)
-    g.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=1.0, metavar="X", help="sampling: divide the logits by this")
+    g.add_argument("--top-k", type=int, default=0, metavar="N",
+                   help="sampling: keep the N most probable tokens (0 = all)")
+    g.add_argument("--top-p", type=float, default=0.0, metavar="X",
+                   help="sampling: keep the smallest set of tokens with probability >= X (0 = all)")
+    g.add_argument("--seed", type=int, default=1234, metavar="N", help="sampling seed")
+    g.add_argument("--num-beams", type=int, default=1, metavar="N", help="beam search with N beams (1 = greedy)")
+    g.add_argument("--length-penalty", type=float, default=1.0, metavar="X",
+                   help="beam search: score = sum of log-probs / length**X")
+    g.add_argument("--no-repeat-ngram-size", type=int, default=0, metavar="N",
+                   help="never repeat an n-gram of this size within a blank (0 = off)")
+    g.add_argument("--candidates", type=int, default=0, metavar="K",
+                   help="also show the K likeliest first tokens of each blank with their probabilities")
     return p
 
 
@@ -74,6 +84,10 @@ def _generation_config(a: argparse.Namespace):
         do_sample=a.sample or a.top_k > 0 or a.top_p > 0, temperature=a.temperature, top_k=a.top_k,
         top_p=a.top_p, num_beams=a.num_beams, length_penalty=a.length_penalty,
         no_repeat_ngram_size=a.no_repeat_ngram_size, seed=a.seed).validate()
+
+
+EMPTY_BLANK_HINT = ("(looks empty: the model ended the blank or wrote only spaces; --candidates 5 shows its likeliest "
+                    "first tokens, --min-tgt-length N asks for N tokens)")
 
 
 class Sources(NamedTuple):
@@ -162,6 +176,8 @@ class _Printer:
         if self.enabled:
             if not self.ids:
                 self.out.write(f"[blank {index + 1}] " + self.tok.decode(result.tokens))
+            if not self.tok.decode(result.tokens).strip():  # a weak model's likeliest fill is the end or a bare "▁"
+                self.out.write(EMPTY_BLANK_HINT)
             self.out.write("\n")
             self.out.flush()
         self.blank, self.ids, self.shown = index + 1, [], ""
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from data_utils.tokenizer import GLMTokenizer
     from model import GLMConfig, GLMModel
-    from model.generation import fill_blanks
+    from model.generation import blank_candidates, fill_blanks
     from mpu.initialize import ParallelState
     from training import checkpoint as ckpt
     from training.checkpoint import load_pretrained
@@ -215,6 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
             hooks = dict(on_token=printer.on_token, on_blank=printer.on_blank) if printer else {}
             return fill_blanks(model, tokenizer, text, cfg, **hooks)
 
+        def candidates(res) -> list[list[tuple[str, float]]]:
+            """Per blank: [(piece, probability)] of the --candidates likeliest first tokens."""
+            return [[(tokenizer.convert_ids_to_tokens([i])[0], p) for i, p in blank]
+                    for blank in blank_candidates(model, tokenizer, res, a.candidates)]
+
         t0 = time.time()
         n_prompts = n_tokens = n_blanks = 0
         if a.input_file:
@@ -228,9 +249,11 @@ def main(argv: list[str] | None = None) -> dict:
                     n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
                     n_tokens += sum(len(s) for s in res.spans)
                     if rank == 0:
-                        out.write(json.dumps({"prompt": text, "filled": res.text,
-                                              "spans": [tokenizer.decode(s) for s in res.spans],
-                                              "scores": res.scores}, ensure_ascii=False) + "\n")
+                        row = {"prompt": text, "filled": res.text, "spans": [tokenizer.decode(s) for s in res.spans],
+                               "scores": res.scores}
+                        if a.candidates > 0:
+                            row["candidates"] = candidates(res)
+                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
                         out.flush()
             finally:
                 if out is not sys.stdout:
@@ -265,6 +288,11 @@ def main(argv: list[str] | None = None) -> dict:
                 n_tokens += sum(len(s) for s in res.spans)
                 if rank == 0:
                     print(f"Filled: {res.text}", flush=True)
+                if a.candidates > 0:
+                    shown = candidates(res)  # a forward per blank: every tensor-parallel rank runs it
+                    for k, blank in enumerate(shown if rank == 0 else []):
+                        print(f"  blank {k + 1} candidates: " + "  ".join(f"{t!r} {p:.3f}" for t, p in blank),
+                              flush=True)
         seconds = time.time() - t0
         return {"prompts": n_prompts, "blanks": n_blanks, "generated_tokens": n_tokens, "seconds": seconds,
                 "tokens_per_s": n_tokens / seconds if seconds > 0 else 0.0, "mode": cfg.mode}

@@ -406,7 +406,7 @@ def preprocess(
 
 def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, chunk_docs: int, progress: bool,
                  tok_path: Path, tokenizer) -> PreprocessSummary:
-    from tqdm import tqdm
+    from training.progress import report_progress
 
     writers: dict[str, _LangWriter] = {}
     skipped: Counter = Counter()
@@ -416,7 +416,7 @@ def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, c
     lang_sources: dict[str, set[str]] = {}
     t0 = time.time()
     n_tok = 0
-    bar = tqdm(desc="tokenizing", unit="doc", disable=not progress, smoothing=0.1)
+    bar = report_progress(desc="tokenizing", unit="doc", enabled=progress, smoothing=0.1)
     pool = None
     try:
         if workers > 1:

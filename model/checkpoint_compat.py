@@ -1,8 +1,8 @@
 """GLM / SAT (Multilingual-GLM) state-dict layouts, strict loading, and tensor-parallel split/merge.
 
-Our keys are GLM's (reference 2.4). SAT differs in two keys (``SAT_TO_GLM``); its position table has
+Our keys are GLM's (``modeling_glm.py``). SAT differs in two keys (``SAT_TO_GLM``); its position table has
 ``max_sequence_length`` rows where GLM has ``max_sequence_length + 1`` (mGLM: 1025 in both).
-TP layout (reference 2.5): QKV 3-way interleaved on dim 0; word embeddings and h_to_4h (weight and bias)
+TP layout (GLM ``mpu/layers.py``): QKV 3-way interleaved on dim 0; word embeddings and h_to_4h (weight and bias)
 on dim 0; attention dense and 4h_to_h weights on dim 1; everything else replicated.
 """
 

@@ -1,7 +1,7 @@
 """GLM generation: blank filling with a key/value cache; greedy, top-k / top-p sampling, beam search.
 
 GLM generates the content of a blank (a ``[MASK]``, ``[sMASK]`` or ``[gMASK]`` token of the context) as
-Part B of the pretraining layout (reference 4.3 / finetuning 1.6):
+Part B of the pretraining layout (the GLM paper, Figure 2; GLM's ``generate_samples.py``):
 
     tokens      A_0 ... A_{n-1}   [sop]  g_1   g_2  ...
     positions   0   ...   n-1       p     p     p   ...     (p = position of the blank's mask token)
@@ -612,5 +612,32 @@ def fill_blanks(model, tokenizer, text: str, config: GenerationConfig,
     return FillResult(text, ids, masks, [s for _, s in filled], scores, tokenizer.decode(out_ids))
 
 
+def blank_candidates(model, tokenizer, fill: FillResult, k: int) -> list[list[tuple[int, float]]]:
+    """The ``k`` likeliest first tokens of each blank of ``fill`` with their probabilities, best first.
+
+    For blank j: ``softmax`` over the generatable vocabulary (end tokens included) of the logits at the
+    ``[sop]`` that opens it, after Part A and the spans ``fill_blanks`` decoded for blanks 0..j-1: the
+    distribution that greedy decoding takes the first token from. It shows what the model expects in a blank
+    even when the decoded span is empty or a bare word-boundary piece."""
+    special = SpecialTokens.from_tokenizer(tokenizer)
+    device = _model_device(model)
+    out: list[list[tuple[int, float]]] = []
+    was_training = model.training
+    model.eval()
+    filled = list(zip(fill.mask_positions, fill.spans, strict=True))
+    try:
+        with torch.no_grad():
+            for j, p in enumerate(fill.mask_positions):
+                layout = blank_layout(fill.context_ids, filled[:j], special.sop_id)
+                decoder = _UncachedDecoder(model, [layout], torch.tensor([p]), 1, special.sop_id)
+                nothing_yet = torch.zeros(1, 0, dtype=torch.long, device=device)
+                probs = _log_probs(decoder.logits(nothing_yet), special).exp()[0]  # [V]
+                top = torch.topk(probs, min(k, int((probs > 0).sum())))
+                out.append([(int(i), float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)])
+    finally:
+        model.train(was_training)
+    return out
+
+
 __all__ = ["GenerationConfig", "GenerationResult", "SpecialTokens", "BlankLayout", "blank_layout", "generate",
-           "generate_blank", "encode_prompt", "fill_blanks", "FillResult", "MASK_TOKENS"]
+           "generate_blank", "encode_prompt", "fill_blanks", "FillResult", "MASK_TOKENS", "blank_candidates"]

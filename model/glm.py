@@ -4,7 +4,7 @@ Reads like single-device code; tensor parallelism shows only as the mpu layer cl
 count ``np = n / p``. Dims: B batch, L query length, M memory length, K = M + L key length, h hidden,
 n heads, np local heads, D head dim (h / n), hp = np * D local hidden, V vocabulary (V/p local slice).
 
-Math per layer (reference 2.2):
+Math per layer (GLM's ``mpu/transformer.py``):
     x = LN_1(h);  a = Dense(softmax(Q K^T / sqrt(D) masked) V);  h1 = h + dropout(a)
     y = LN_2(h1); h2 = h1 + dropout(W_2 gelu_tanh(W_1 y))
 Output: logits = LN_f(h_L) @ E^T with E the (vocab-parallel) word embedding; no output bias.
@@ -125,7 +125,7 @@ class SelfAttention(nn.Module):
         self.local_heads = divide(n, state.tp_size)
         self.head_dim = divide(h, n)
         self.attention_dropout = config.attention_dropout
-        # [3h/p, h]: this rank's rows [Q_r; K_r; V_r] (stride 3, reference 2.5).
+        # [3h/p, h]: this rank's rows [Q_r; K_r; V_r] (stride 3, as GLM ``mpu/transformer.py``).
         self.query_key_value = ColumnParallelLinear(
             h, 3 * h, state, gather_output=False, stride=3, generator=generator,
             init_method=normal_init(config.init_method_std))

@@ -53,7 +53,7 @@ def blank_infilling_position_ids(source_length: int, spans: list[tuple[int, int]
 
     ``spans`` lists (mask_position, span_length) in Part-B order; each span occupies ``span_length + 1``
     tokens (``[sop]`` + span). Part A: positions 0..sep-1, block positions 0. Part B: every token of a span
-    has the position of its mask token and block positions 1..span_length+1 (reference 4.3).
+    has the position of its mask token and block positions 1..span_length+1 (the GLM paper, Figure 2).
     """
     pos = list(range(source_length))
     block = [0] * source_length

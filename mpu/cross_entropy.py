@@ -1,4 +1,4 @@
-"""Cross entropy over vocabulary-parallel logits (reference 3.5).
+"""Cross entropy over vocabulary-parallel logits (GLM ``mpu/cross_entropy.py``).
 
 For logits z [..., V] split as [..., V/p] per rank and a target t:
     loss = log(sum_j exp(z_j - m)) - (z_t - m),   m = max_j z_j

@@ -1,4 +1,4 @@
-"""Broadcast a batch from the TP source rank to the rest of its TP group (reference 3.7)."""
+"""Broadcast a batch from the TP source rank to the rest of its TP group (GLM ``mpu/data.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gradient-norm clipping that counts tensor-parallel shards once (reference 3.8)."""
+"""Gradient-norm clipping that counts tensor-parallel shards once (GLM ``mpu/grads.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tensor-parallel layers (reference 3.4).
+"""Tensor-parallel layers (GLM ``mpu/layers.py``).
 
 Initialisation is independent of the TP size: the full ("master") weight is drawn on CPU from the given
 seeded ``torch.Generator`` and each rank keeps its slice, so a TP model's shards are slices of the TP=1 model.

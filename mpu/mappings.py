@@ -1,4 +1,4 @@
-"""Autograd collectives over the tensor-parallel group (reference 3.3).
+"""Autograd collectives over the tensor-parallel group (GLM ``mpu/mappings.py``).
 
 | function      | forward                                  | backward                                  |
 |---------------|------------------------------------------|-------------------------------------------|

@@ -3,7 +3,7 @@
 Dropout outside tensor-parallel regions (embedding / hidden dropout) must be identical on every TP rank,
 so it uses the default generator, seeded with ``seed`` everywhere. Attention-probability dropout acts on
 per-rank heads and must differ across TP ranks, so it runs inside ``tracker.fork()``, which swaps in a
-generator state seeded with ``seed + 2718 + tp_rank`` (reference 3.6). The tracker keeps one state per
+generator state seeded with ``seed + 2718 + tp_rank`` (GLM ``mpu/random.py``). The tracker keeps one state per
 (name, device type): the CPU default generator on CPU, the current CUDA device's generator on GPU.
 """
 

@@ -38,7 +38,7 @@ def strided_slice(master: torch.Tensor, dim: int, world_size: int, rank: int, st
 
     ``master`` is cut into ``stride*world_size`` equal chunks along ``dim``; rank r keeps chunks
     ``r, r+world, r+2*world, ...`` concatenated. With ``stride=3`` on a stacked [Q; K; V] weight this
-    gives rank r the rows ``[Q_r; K_r; V_r]`` (reference 2.5).
+    gives rank r the rows ``[Q_r; K_r; V_r]`` (GLM's ``mpu/transformer.py``).
     """
     chunks = torch.chunk(master, stride * world_size, dim=dim)
     assert len(chunks) == stride * world_size, "dimension not divisible by stride*world_size"

@@ -50,6 +50,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from mt5.data import Example, load_task, task_sources  # noqa: E402
 from tasks.rouge import rouge_scores, rouge_scores_from_tokens  # noqa: E402
+from training.arguments import DefaultsHelpFormatter  # noqa: E402
+from training.progress import report_progress  # noqa: E402
 
 logger = logging.getLogger("mt5")
 
@@ -98,41 +100,43 @@ class FinetuneConfig:
 
 def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     d = FinetuneConfig("", "")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("task", help="ncls, scisummnet or mtgcrosssum")
     ap.add_argument("subtask", help="e.g. simple, ncls_mixed (scisummnet); multitask, sum2zh, sum2en, sci_eval (ncls)")
     ap.add_argument("--data-dir", default=d.data_dir, help="folder holding scisummnet/, ncls/, mtg_sum/")
     ap.add_argument("--model", default=d.model, help="local folder or hub name of an mT5 checkpoint (never downloaded in tests)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder or name (default: --model)")
-    ap.add_argument("--output-dir", default=d.output_dir)
+    ap.add_argument("--output-dir", default=d.output_dir, help="checkpoints, predictions and results.json")
     ap.add_argument("--epochs", type=int, default=d.epochs, help="0: only evaluate --model")
     ap.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N optimizer steps (0: no limit)")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch per process")
-    ap.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    ap.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size, help="evaluation batch per process")
+    ap.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate")
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
     ap.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm, help="clip gradients to this norm (0: off)")
-    ap.add_argument("--max-source-length", type=int, default=d.max_source_length)
-    ap.add_argument("--max-target-length", type=int, default=d.max_target_length)
-    ap.add_argument("--num-beams", type=int, default=d.num_beams)
-    ap.add_argument("--no-repeat-ngram-size", type=int, default=d.no_repeat_ngram_size)
-    ap.add_argument("--length-penalty", type=float, default=d.length_penalty)
-    ap.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
+    ap.add_argument("--max-source-length", type=int, default=d.max_source_length, help="source tokens (cut)")
+    ap.add_argument("--max-target-length", type=int, default=d.max_target_length, help="training target tokens (cut)")
+    ap.add_argument("--num-beams", type=int, default=d.num_beams, help="beams of generate()")
+    ap.add_argument("--no-repeat-ngram-size", type=int, default=d.no_repeat_ngram_size, help="generate(): never repeat an n-gram of this size")
+    ap.add_argument("--length-penalty", type=float, default=d.length_penalty, help="generate()'s length penalty")
+    ap.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty, help="generate()'s repetition penalty")
     ap.add_argument("--max-gen-length", type=int, default=d.max_gen_length, help="generate's max_length (decoder tokens)")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--log-every", type=int, default=d.log_every)
-    ap.add_argument("--save-every", type=int, default=d.save_every)
+    ap.add_argument("--seed", type=int, default=d.seed, help="seed of data order and initialisation")
+    ap.add_argument("--log-every", type=int, default=d.log_every, help="one log line every N steps")
+    ap.add_argument("--save-every", type=int, default=d.save_every, help="also checkpoint every N steps (0: at the end of each epoch and of the run only)")
     ap.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest step checkpoints kept (0: all)")
     ap.add_argument("--no-eval-every-epoch", dest="eval_every_epoch", action="store_false",
                     help="evaluate only at the end of training")
     ap.add_argument("--resume-from", default=None, help="a checkpoints/step_N folder, or the checkpoints folder (uses 'latest')")
-    ap.add_argument("--rouge-tokenization", default=d.rouge_tokenization, choices=["auto", "char", "word"])
+    ap.add_argument("--rouge-tokenization", default=d.rouge_tokenization, choices=["auto", "char", "word"],
+                    help="ROUGE tokens: char (CJK characters), word, or auto (char for Chinese targets)")
     ap.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
-    ap.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    ap.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"],
+                    help="Accelerate's mixed precision (default: what `accelerate launch` / its config says)")
     ap.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs `pip install wandb`)")
     ap.add_argument("--wandb-offline", action="store_true", help="with --wandb: write the run locally only")
-    ap.add_argument("--wandb-project", default=d.wandb_project)
-    ap.add_argument("--wandb-entity", default=None)
+    ap.add_argument("--wandb-project", default=d.wandb_project, help="with --wandb: the project")
+    ap.add_argument("--wandb-entity", default=None, help="with --wandb: the entity (default: your W&B default)")
     ap.add_argument("--legacy-double-shift", action="store_true", help="reproduce the original's shifted labels")
     ap.add_argument("--legacy-truncation", action="store_true", help="reproduce cutting text+prompt at the source length")
     ap.add_argument("--legacy-rouge", action="store_true", help="reproduce ROUGE over mT5 token ids (with </s>)")
@@ -263,7 +267,6 @@ def evaluate(accelerator, model, tokenizer, valid: list[Example], encoded: list[
     """Generate a summary for every validation example (split across processes) and score ROUGE."""
     import torch
     from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
 
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
@@ -271,7 +274,7 @@ def evaluate(accelerator, model, tokenizer, valid: list[Example], encoded: list[
     results: list[tuple[int, str]] = []
     batches = [mine[i : i + cfg.eval_batch_size] for i in range(0, len(mine), cfg.eval_batch_size)]
     with torch.no_grad():
-        for idx in tqdm(batches, desc="generate", disable=not accelerator.is_main_process):
+        for idx in report_progress(batches, desc="generate", enabled=accelerator.is_main_process):
             batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id)
             out = unwrapped.generate(
                 input_ids=batch["input_ids"].to(accelerator.device),
@@ -318,7 +321,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, MT5ForConditionalGeneration
 
     out_dir = Path(cfg.output_dir)
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer or cfg.model)
     model = MT5ForConditionalGeneration.from_pretrained(cfg.model)
     pad_id = tokenizer.pad_token_id
-    train_enc = [encode_example(tokenizer, ex, cfg) for ex in tqdm(train_ex, desc="tokenize train", disable=not accelerator.is_main_process)]
+    train_enc = [encode_example(tokenizer, ex, cfg) for ex in report_progress(train_ex, desc="tokenize train", enabled=accelerator.is_main_process)]
     valid_enc = [encode_example(tokenizer, ex, cfg) for ex in valid_ex]
     logger.info("task %s/%s: %d train, %d valid examples; %d processes on %s", cfg.task, cfg.subtask,
                 len(train_ex), len(valid_ex), accelerator.num_processes, accelerator.device)
@@ -390,7 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.wait_for_everyone()
 
     model.train()
-    bar = tqdm(total=total, initial=min(state.step, total), desc="train", disable=not accelerator.is_main_process)
+    bar = report_progress(total=total, initial=min(state.step, total), desc="train", enabled=accelerator.is_main_process)
     done = bool(cfg.max_steps) and state.step >= cfg.max_steps
     evaluated_at = -1
     t_last, steps_since = time.time(), 0

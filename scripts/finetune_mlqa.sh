@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MLQA: finetune on SQuAD v1.1 (English), evaluate zero-shot on the 7 matched context/question languages of
 # MLQA_V1 dev and test (tasks/mlqa.py; official MLQA metric in the context language). mGLM's effective
-# hyperparameters (reference 1.12): 8 GPUs x micro-batch 2, lr 1e-5 (Adam 0.9/0.95, wd 0.01, fp16, clip 1.0;
+# hyperparameters (mGLM seq_mlqa.sh): 8 GPUs x micro-batch 2, lr 1e-5 (Adam 0.9/0.95, wd 0.01, fp16, clip 1.0;
 # config/tasks/mlqa.json), 10 epochs, no warmup, label smoothing 0.1, source 512 / target 64, 5 beams.
 #
 #   CHECKPOINT=checkpoints/mglm DATA=download/mlqa bash scripts/finetune_mlqa.sh

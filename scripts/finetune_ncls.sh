@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NCLS cross-lingual summarization (one direction per run: en2zh or zh2en, from the files in $DATA or
 # --ncls-direction). Source [CLS] article " 中文摘要：" / " tl;dr:" [sMASK], summary generated into the blank.
-# mGLM's effective hyperparameters (reference 1.12): 4 GPUs x micro-batch 8, lr 5e-5 (Adam 0.9/0.999, wd 0,
+# mGLM's effective hyperparameters (mGLM seq_ncls.sh): 4 GPUs x micro-batch 8, lr 5e-5 (Adam 0.9/0.999, wd 0,
 # clip 1.0; in config/tasks/ncls.json), fp16 on GPUs, 10 epochs, no warmup, linear decay to 0, label
 # smoothing 0.1; source 768 / target 160 tokens; decoding: beam 5, length penalty 0.7, no repeated 3-gram,
 # 100..160 tokens (the task's defaults too, tasks/ncls.py). ROUGE-1/2/L in char, word and mglm tokenisations.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # PAWS-X: finetune on English, evaluate zero-shot on every language in $DATA (cloze, pattern 0).
-# mGLM's effective hyperparameters (reference 1.12): 8 GPUs x micro-batch 32, lr 1e-5 (Adam 0.9/0.999,
+# mGLM's effective hyperparameters (mGLM task_pawsx.sh): 8 GPUs x micro-batch 32, lr 1e-5 (Adam 0.9/0.999,
 # wd 0, fp32, clip 1000; all in config/tasks/pawsx.json), 20 epochs, no warmup, linear decay to 0, seq 256.
 # (mGLM also trained every example with all 4 patterns; here one pattern per run: --pattern-id 0..3.)
 #

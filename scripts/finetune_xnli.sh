@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # XNLI: finetune on English MultiNLI, evaluate zero-shot on every language in $DATA (cloze, pattern 4).
-# mGLM's effective hyperparameters (reference 1.12): 8 GPUs x micro-batch 32, lr 1e-5 (Adam 0.9/0.999,
+# mGLM's effective hyperparameters (mGLM task_xnli.sh): 8 GPUs x micro-batch 32, lr 1e-5 (Adam 0.9/0.999,
 # wd 0, fp32, clip 1000; all in config/tasks/xnli.json), 10 epochs, no warmup, linear decay to 0, seq 256.
 #
 #   CHECKPOINT=checkpoints/mglm DATA=download/xnli bash scripts/finetune_xnli.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # XQuAD: finetune on SQuAD v1.1 (English), evaluate zero-shot on every xquad.<lang>.json as generation into a
-# blank (tasks/xquad.py). mGLM's effective hyperparameters (reference 1.12): 8 GPUs x micro-batch 2, lr 1e-5
+# blank (tasks/xquad.py). mGLM's effective hyperparameters (mGLM config_tasks): 8 GPUs x micro-batch 2, lr 1e-5
 # (Adam 0.9/0.95, wd 0.01, fp16, clip 1.0; all in config/tasks/xquad.json), 10 epochs, no warmup, linear
 # decay, label smoothing 0.1, source 512 / target 64 tokens, beam search with 20 beams, length penalty 0.
 #

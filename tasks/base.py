@@ -200,17 +200,16 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
     """Predictions for every sample, in order, on every rank.
 
     ``predict_batch(samples) -> predicted label strings``. Each DP rank predicts its strided slice
-    (tqdm on global rank 0); the slices are gathered over the DP group and put back in order.
+    (progress shown on global rank 0); the slices are gathered over the DP group and put back in order.
     """
     import torch
 
     batches = shard_for_eval(len(samples), batch_size, ps.dp_rank, ps.dp_size)
     mine: dict[int, str] = {}
-    bar = None
-    if rank == 0:
-        from tqdm import tqdm
+    from training.progress import report_progress
 
-        bar = tqdm(total=len(batches), desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=1.0)
+    bar = report_progress(total=len(batches), desc=desc, unit="batch", enabled=rank == 0, leave=False,
+                          mininterval=1.0)
     with torch.no_grad():
         for idx in batches:
             real = [i if i >= 0 else 0 for i in idx]  # padding rows re-run sample 0; dropped below
@@ -218,10 +217,8 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
             for i, p in zip(idx, preds, strict=True):
                 if i >= 0:
                     mine[i] = p
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     merged: dict[int, str] = {}
     for part in gather_objects(mine, ps.dp_group if ps.dp_size > 1 else None):
         merged.update(part)

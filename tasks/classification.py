@@ -123,7 +123,7 @@ class ClozeClassificationTask(Task):
     # encoding -------------------------------------------------------------------------------------
     def encode(self, example: Example) -> dict[str, Any]:
         """Tokenize each part separately; shorten the longest shortenable part from its end one token at a
-        time until ``[CLS] parts <eos> <sop>`` fits ``seq_length`` (reference 1.7)."""
+        time until ``[CLS] parts <eos> <sop>`` fits ``seq_length`` (mGLM ``tasks/superglue/pvp.py``)."""
         tok = self.tokenizer
         parts = [([tok.mask_id] if p is MASK else tok.encode(p), short) for p, short in self.pattern(example)]
         assert sum(1 for p, _ in self.pattern(example) if p is MASK) == 1, "a pattern needs exactly one [MASK]"

@@ -1,5 +1,5 @@
 """NCLS cross-lingual summarization (Zhu et al., EMNLP 2019): En2ZhSum (English articles, Chinese
-summaries) and Zh2EnSum (Chinese articles, English summaries), finetuned as mGLM does (reference 1.9):
+summaries) and Zh2EnSum (Chinese articles, English summaries), finetuned as mGLM does (its ``seq_ncls.sh``):
 
     [CLS] <article, cut to fit> " 中文摘要：" [sMASK]   ->  <sop> summary <eop>      (en2zh)
     [CLS] <article, cut to fit> " tl;dr:"   [sMASK]   ->  <sop> summary <eop>      (zh2en)

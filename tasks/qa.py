@@ -1,4 +1,4 @@
-"""Extractive QA as generation (XQuAD, MLQA, TyDiQA-GoldP), as Multilingual-GLM finetunes it (reference 1.8).
+"""Extractive QA as generation (XQuAD, MLQA, TyDiQA-GoldP), as mGLM's ``tasks/seq2seq/`` finetunes it.
 
 A question's context rarely fits the source, so it is cut into token windows; each window becomes one
 sample whose ``[sMASK]`` blank the model fills with the answer, or with ``N/A`` when the window does not

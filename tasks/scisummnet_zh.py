@@ -1,5 +1,5 @@
 """ScisummNet with Chinese summaries (English ACL papers -> Chinese summary), mGLM's ``AlltoZHProcessor``
-data without the NCLS part (reference 1.9; kept apart from ``ncls``). Results key: ``en2zh``.
+data without the NCLS part (mGLM ``tasks/seq2seq/``; kept apart from ``ncls``). Results key: ``en2zh``.
 
 Data (``--data-dir``):
 

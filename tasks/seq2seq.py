@@ -1,5 +1,5 @@
 """Generation tasks (QA as generation, summarization): a source with one ``[sMASK]`` blank, the answer or
-summary generated into it, as Multilingual-GLM finetunes them (reference 1.8 / 1.9).
+summary generated into it, as Multilingual-GLM finetunes them (its ``tasks/seq2seq/dataset.py``).
 
 Training input of a sample with source ``s`` (``n`` tokens, blank at ``p``) and target ``t`` (``T`` tokens, the
 last one ``<eop>``)::
@@ -63,7 +63,7 @@ class GenerationTask(Task):
         raise NotImplementedError
 
     def target_ids(self, text: str) -> list[int]:
-        """``encode(" " + text)`` cut to ``tgt_seq_length - 1`` tokens, then ``<eop>`` (reference 1.8)."""
+        """``encode(" " + text)`` cut to ``tgt_seq_length - 1`` tokens, then ``<eop>`` (as mGLM)."""
         return self.tokenizer.encode(" " + text.strip())[: self.tgt_length - 1] + [self.tokenizer.eop_id]
 
     def make_sample(self, source: list[int], target: str | None, example_index: int) -> dict[str, Any]:

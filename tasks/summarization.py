@@ -4,7 +4,7 @@ readers, mGLM's punctuation standardisation, the prompt and ROUGE in three named
 Readers (each error names the file and line and what was expected):
 
 - ``read_ncls_raw``: the NCLS release files ``EN2ZHSUM_{train,valid,test}.txt`` / ``ZH2ENSUM_*.txt``
-  (reference 2.6). Records are pseudo-XML: a line ``<Article>`` is followed by the article on the next line;
+  (Zhu et al., 2019). Records are pseudo-XML: a line ``<Article>`` is followed by the article on the next line;
   a line ``<EN-REF...>`` or ``<ZH-REF...>`` is followed by one summary sentence; ``</doc>`` closes a
   record. The target language's reference sentences are joined into one summary (Chinese without a
   separator, English with a space); where a record carries human-corrected references
@@ -47,7 +47,7 @@ from tasks.base import read_utf8
 from tasks.seq2seq import GenerationTask
 from training.logging import LOGGER_NAME
 
-# The cue before the blank, by target language (reference 1.9: mGLM's SummaryPVP; full-width colon).
+# The cue before the blank, by target language (mGLM ``tasks/seq2seq/pvp.py``; full-width colon).
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " tl;dr:"})
 # direction -> (source language, target language)
 DIRECTIONS = MappingProxyType({"en2zh": ("en", "zh"), "zh2en": ("zh", "en")})
@@ -281,7 +281,7 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
 # ------------------------------------------------------------------------------------------ prompt
 def summary_source_ids(tokenizer, source: str, tgt_lang: str, seq_length: int) -> list[int]:
     """``[CLS] encode(" " + source)[:seq_length - 1 - P] encode(cue) [sMASK]`` with P = cue tokens + 1
-    (reference 1.9): the source is cut, the cue and the blank always stay; the blank is the last token."""
+    (mGLM ``pvp.py``): the source is cut, the cue and the blank always stay; the blank is the last token."""
     cue = tokenizer.encode(PROMPTS[tgt_lang])
     budget = seq_length - 1 - (len(cue) + 1)
     if budget < 1:
@@ -328,7 +328,7 @@ class SummarizationTask(GenerationTask):
     target, ROUGE in every tokenisation, predictions and references written as text files.
 
     ``flag_defaults``: finetuning flags the task sets when the command line does not give them
-    (``training.arguments.parse_finetune_args``); the reference's NCLS decoding (reference 1.9 / 1.12)."""
+    (``training.arguments.parse_finetune_args``); mGLM's NCLS decoding (``seq_ncls.sh``)."""
 
     metric_name = "rouge-l"
     metric_names = rouge_metric_names()

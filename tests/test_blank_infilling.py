@@ -1,4 +1,4 @@
-"""Blank-infilling collator: the hand-worked example of reference 4.3, gpt suffix layout, and invariants
+"""Blank-infilling collator: a hand-worked example (GLM paper, Fig. 2), gpt suffix layout, and invariants
 checked on thousands of random samples by an independent decoder of the batch."""
 
 from __future__ import annotations

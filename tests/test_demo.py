@@ -51,4 +51,16 @@ def test_demo_end_to_end_short(tmp_path, capfd):
                                   "vi", "zh", "avg", "pooled"]  # XNLI's order, the absent ones included
     assert results["absent"]["dev"] == absent and f"no file for {', '.join(absent)}" in text
     assert str(out / "finetune-xnli" / "results.json") in text
+    # the sample test files are labelled: the test table has the three test languages
+    test_header = next(line for line in text.splitlines() if line.startswith("xnli test"))
+    assert test_header.split()[2:] == ["de", "en", "zh", "avg", "pooled"]
+    # 5. blank filling from the pretrained checkpoint, every prompt once, and the plain statement of what
+    # such a model can do
+    from tools.demo import FILL_PROMPTS
+
+    rows = [json.loads(line) for line in (out / "fills.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["prompt"] for row in rows] == FILL_PROMPTS and all(len(row["spans"]) == 1 for row in rows)
+    assert all(len(row["candidates"][0]) == 5 for row in rows) and "likeliest first tokens: " in text
+    assert r["blank_filling"]["fills"] == rows
+    assert "What this model can and cannot do" in text
     assert json.loads((out / "results.json").read_text())["finetune_xnli"]["dev"] == results["dev"]

@@ -133,6 +133,9 @@ def test_reference_is_sensitive_to_the_schedule():
     assert max(float((model.state_dict()[k] - want[k]).abs().max()) for k in want) > 2e-2
 
 
+# Slow: the FusedAdam half builds DeepSpeed's CPU op (a C++ compile, ~100-150 s on 2 cores), the single
+# slowest test of the suite.
+@pytest.mark.slow
 def test_zero0_bf16_starts_from_the_model_weights_with_fresh_adam_state(single_process_group, monkeypatch):
     """DeepSpeed's ZeRO-0 bf16 wrapper steps AdamW once with zero gradients while being built (decaying the
     fp32 masters by 1 - lr * weight_decay = 0.9 here and counting an Adam step); after build_engine the

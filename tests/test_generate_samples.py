@@ -119,3 +119,23 @@ def test_interactive_unknown_mask_and_empty_line(checkpoint):
     assert len(errors) == 1 and "unknown mask token [XMASK]" in errors[0] and "Traceback" not in p.stderr
     assert sum(line.startswith("Filled: ") for line in p.stdout.splitlines()) == 1  # stopped at the empty line
     assert "[blank 2] " in p.stdout  # beam search prints each blank when it is done
+
+
+def test_streamed_empty_blank_is_explained() -> None:
+    """A blank that decodes to nothing visible (no token, or the bare word-boundary piece) prints a hint (a new
+    user took the empty fill for a bug); a filled blank prints only its text."""
+    import io
+    from types import SimpleNamespace
+
+    import generate_samples
+    from data_utils.tokenizer import GLMTokenizer
+
+    tok = GLMTokenizer(SAMPLE_TOKENIZER)
+    out = io.StringIO()
+    printer = generate_samples._Printer(tok, out, enabled=True)
+    printer.on_blank(0, SimpleNamespace(tokens=[]))
+    printer.on_blank(1, SimpleNamespace(tokens=tok.convert_tokens_to_ids(["\u2581"])))  # the bare word boundary
+    printer.on_blank(2, SimpleNamespace(tokens=tok.encode("France")))
+    hint = generate_samples.EMPTY_BLANK_HINT
+    assert out.getvalue() == f"[blank 1] {hint}\n[blank 2] {hint}\n[blank 3] France\n"
+    assert "--candidates" in hint and "--min-tgt-length" in hint

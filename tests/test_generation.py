@@ -388,3 +388,35 @@ def test_dp_ranks_stop_together_with_their_own_results():
         assert synced0 == alone0 and synced1 == alone1, mode
         assert n0 == n1, (mode, n0, n1)
     assert any(len(results[0][m][1][0][0]) < 8 for m in MODES)  # rank 0 really was done early
+
+
+def test_blank_candidates_are_the_first_token_distribution(tok_model, sample_tok):
+    """blank_candidates(k): blank 1 against a one-token greedy decode (its argmax and probability), blank 3
+    against a hand-built pretraining layout after the two decoded spans, softmax over the text pieces and
+    the end tokens only."""
+    import math
+
+    from model.generation import blank_candidates
+
+    text = "Hello [MASK] world, [MASK] this is [sMASK] a test"
+    res = fill_blanks(tok_model, sample_tok, text, GenerationConfig(max_new_tokens=3))
+    cands = blank_candidates(tok_model, sample_tok, res, 5)
+    assert [len(c) for c in cands] == [5, 5, 5]
+    assert all(a[1] >= b[1] for c in cands for a, b in itertools.pairwise(c))  # best first
+    one = fill_blanks(tok_model, sample_tok, text, GenerationConfig(max_new_tokens=1))
+    best_id, best_p = cands[0][0]
+    assert one.spans[0] == ([] if best_id in (sample_tok.eop_id, sample_tok.eos_id) else [best_id])
+    assert best_p == pytest.approx(math.exp(one.scores[0]), rel=1e-5)
+
+    ids, (p1, p2, p3), (s1, s2, _) = res.context_ids, res.mask_positions, res.spans
+    sop, n = sample_tok.sop_id, len(ids)
+    tokens = ids + [sop, *s1] + [sop, *s2] + [sop]
+    pos = list(range(n)) + [p1] * (len(s1) + 1) + [p2] * (len(s2) + 1) + [p3]
+    block = [0] * n + list(range(1, len(s1) + 2)) + list(range(1, len(s2) + 2)) + [1]
+    with torch.no_grad():
+        logits, _ = tok_model(torch.tensor([tokens]), torch.tensor([[pos, block]]), torch.tensor([n]))
+    allowed = list(range(sample_tok.num_text_tokens)) + [sample_tok.eos_id, sample_tok.eop_id]
+    probs = torch.softmax(logits[0, -1, allowed].double(), -1)
+    top = torch.topk(probs, 5)
+    assert [i for i, _ in cands[2]] == [allowed[i] for i in top.indices.tolist()]
+    np.testing.assert_allclose([p for _, p in cands[2]], top.values.tolist(), rtol=1e-4)

@@ -1,4 +1,4 @@
-"""The same model code on a CUDA device (DESIGN 5.11): numbers equal the CPU's, bf16 autocast stays close to
+"""The same model code on a CUDA device: numbers equal the CPU's, bf16 autocast stays close to
 fp32, decoding with the KV cache equals decoding without it. Marked ``gpu``: skipped without CUDA
 (tests/conftest.py), run on the GPU machines (``pytest -m gpu``)."""
 

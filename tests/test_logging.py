@@ -53,3 +53,18 @@ def test_resume_purges_the_repeated_steps_from_metrics_jsonl(tmp_path):
     assert "not json" in lines
     rows = [json.loads(x) for x in lines if x != "not json"]
     assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
+def test_a_restarted_writer_never_reuses_the_previous_event_file(tmp_path):
+    """tensorboardX names event files by the second: a resumed run starting within the same second as the
+    one it resumes must still write a file of its own and leave the first one's events intact."""
+    first = MetricsWriter(tmp_path, rank=0)
+    first.scalars("train", {"loss": 1.0}, step=1)
+    first.close()
+    (old,) = list(tmp_path.glob("events.out.tfevents*"))
+    size = old.stat().st_size
+    second = MetricsWriter(tmp_path, rank=0, purge_step=2)
+    second.scalars("train", {"loss": 2.0}, step=2)
+    second.close()
+    files = list(tmp_path.glob("events.out.tfevents*"))
+    assert len(files) == 2 and old.stat().st_size == size

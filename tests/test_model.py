@@ -35,7 +35,7 @@ def _batch(B: int = 2, L: int = 11, V: int = 512, seed: int = 0):
     return ids, pos, sep, loss_mask
 
 
-# --- masks and positions (reference 4.3 worked example) ------------------------------------------
+# --- masks and positions (worked example, GLM paper Fig. 2) ------------------------------------
 
 def test_worked_example_mask_and_positions() -> None:
     # Part A = [CLS] x1 x2 [M] x5 [M] (sep = 6); Part B = [S] x6 | [S] x3 x4.

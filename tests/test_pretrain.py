@@ -465,7 +465,7 @@ def test_bundled_deepspeed_configs(name, stage, precision, monkeypatch):
     if name == "zero3_offload_bf16":
         z = ds["zero_optimization"]
         assert z["offload_optimizer"]["device"] == "cpu" and z["offload_param"]["device"] == "cpu"
-    if name.startswith("zero"):  # the mGLM optimizer (reference 1.5): Adam lr 1e-4, betas 0.9/0.98, eps 1e-6, wd 0.01
+    if name.startswith("zero"):  # the mGLM optimizer: Adam lr 1e-4, betas 0.9/0.98, eps 1e-6, wd 0.01
         assert (cfg.optim.lr, cfg.optim.adam_beta1, cfg.optim.adam_beta2) == (1e-4, 0.9, 0.98)
         assert (cfg.optim.adam_eps, cfg.optim.weight_decay) == (1e-6, 0.01)
 

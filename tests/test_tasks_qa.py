@@ -206,7 +206,7 @@ def test_fixtures_read_per_layout(sample_tokenizer):
     assert ty.read_split(TASKS / "tydiqa", "test", None) == {}
     assert [e.uid for e in ty.read_split(TASKS / "tydiqa", "train", None)["en"]][:2] == ["english-1000-0",
                                                                                        "english-1000-1"]
-    # MLQA scores with the context language's normalisation: zh mixed segmentation (reference 3.3).
+    # MLQA scores with the context language's normalisation: zh mixed segmentation (mlqa_evaluation_v1.py).
     e = QAExample("x", "zh", "q", "北京是中国的首都", ("北京是中国的首都",), "t")
     assert t.metrics(["北京是首都"], [e])["f1"] == pytest.approx(76.923, abs=1e-3)
     assert XQuAD(sample_tokenizer, 128).metrics(["北京是首都"], [e])["f1"] == 0.0  # SQuAD: one token each

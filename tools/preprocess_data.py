@@ -15,22 +15,24 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_utils.corpus import PreprocessSummary, preprocess  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from training.arguments import DefaultsHelpFormatter
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="input files or folders (.jsonl[.gz], .txt[.gz], <lang>_*.json.gz)")
     ap.add_argument("--output", "-o", required=True, help="store folder to create")
     ap.add_argument("--tokenizer", required=True, help="sentencepiece .model file")
     ap.add_argument("--lang", default=None, help="language of every input (overrides file names)")
-    ap.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
+    ap.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     ap.add_argument("--chunk-docs", type=int, default=1024, help="documents per work item")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing store at --output")
-    ap.add_argument("--no-progress", dest="progress", action="store_false", help="hide the tqdm progress bar")
+    ap.add_argument("--no-progress", dest="progress", action="store_false", help="no progress display (a bar on a terminal, else a line every 30 s)")
     return ap
 
 

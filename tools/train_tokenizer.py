@@ -33,6 +33,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 # Sentencepiece's C++ log line: "I0000 00:00:1795918010.121490    1911 file.cc:903] message".
 _SP_LOG = re.compile(r"^([IWEF])\d{4} \S+\s+\d+ [\w.]+:\d+\] (.*)$")
 # The messages that tell how far training is (corpus loaded, seed pieces, each EM round and its vocabulary
@@ -154,9 +157,9 @@ def train(
     are part of ``vocab_size``. ``progress``: report each training round (sentencepiece's EM iterations and
     the vocabulary size they have pruned to) on stderr; ``verbose``: sentencepiece's whole log instead."""
     import sentencepiece as spm
-    from tqdm import tqdm
 
     from data_utils.corpus import find_input_files
+    from training.progress import report_progress
 
     symbols = list(dict.fromkeys(as_piece(x) for x in user_defined_symbols))  # de-duplicated, order kept
     files = find_input_files(inputs)
@@ -166,8 +169,7 @@ def train(
         corpus = Path(tmp) / "sentences.txt"
         n_sent = n_chars = 0
         with open(corpus, "w", encoding="utf-8") as w:
-            for sent in tqdm(iter_sentences(files), desc="reading", unit=" sentences",
-                             disable=not sys.stderr.isatty() and not verbose):
+            for sent in report_progress(iter_sentences(files), desc="reading", unit=" sentences"):
                 w.write(sent + "\n")
                 n_sent += 1
                 n_chars += len(sent)
@@ -205,13 +207,18 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    from training.arguments import DefaultsHelpFormatter
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="text files (.jsonl, .txt, optionally .gz) or folders of them")
     ap.add_argument("--model-prefix", required=True, help="output path without the .model suffix")
-    ap.add_argument("--vocab-size", type=int, default=8000)
-    ap.add_argument("--character-coverage", type=float, default=0.9995)
-    ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"])
-    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false")
+    ap.add_argument("--vocab-size", type=int, default=8000, help="pieces, user-defined symbols included")
+    ap.add_argument("--character-coverage", type=float, default=0.9995,
+                    help="share of the characters the pieces must cover (the rest become bytes or [UNK])")
+    ap.add_argument("--normalization", default="identity", choices=["identity", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf"],
+                    help="sentencepiece normalization rule (identity: decoding returns the input)")
+    ap.add_argument("--no-byte-fallback", dest="byte_fallback", action="store_false",
+                    help="unknown characters become [UNK] instead of UTF-8 byte pieces")
     ap.add_argument("--user-defined-symbols", default="", metavar="A,B,...",
                     help="comma-separated pieces that are always one token (a leading space = '▁')")
     ap.add_argument("--cloze-verbalizers", action="store_true",
@@ -227,7 +234,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from training.arguments import run_cli
 
     run_cli(main, "train_tokenizer.py")

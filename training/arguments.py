@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -132,14 +132,98 @@ _HELP = {
     "load_pretrained": "initialise weights only: our checkpoint, a GLM/SAT layout checkpoint, a released .pt file or a Hugging Face hub folder (config.json; model config and tokenizer from it)",
     "trust_checkpoint": "you vouch for the --load / --load-pretrained files: read them with the full unpickler "
                         "(can run code) when a weights-only load refuses them",
+    # model
+    "num_layers": "transformer layers (overrides --model-config)",
+    "hidden_size": "hidden size (overrides --model-config)",
+    "num_attention_heads": "attention heads; divisible by --model-parallel-size (overrides --model-config)",
+    "max_position_embeddings": "position-embedding rows = longest sequence (GLMConfig.max_sequence_length; "
+                               "overrides --model-config)",
+    "hidden_dropout": "dropout on embeddings, attention output and MLP output (overrides --model-config)",
+    "attention_dropout": "dropout on the attention probabilities (overrides --model-config)",
+    "checkpoint_activations": "recompute each layer's activations in the backward pass (saves memory)",
+    "checkpoint_num_layers": "layers per activation checkpoint",
+    "make_vocab_size_divisible_by": "pad the embedding table to a multiple of this (times the TP size)",
+    # data
+    "valid_data": "tokenized store folder(s) for validation (default: the last --valid-fraction of each "
+                  "language's documents in --train-data)",
+    "seq_length": "tokens per training sample",
+    "avg_block_length": "mean span length (Poisson lambda) of the [MASK] objective",
+    "gpt_min_ratio": "[gMASK] objective: the span is at least this fraction of the shortest sample",
+    "gpt_infill_prob": "[gMASK] objective: probability that the span is infilled rather than the suffix",
+    "num_workers": "data-loader worker processes (batches do not depend on it)",
+    "valid_fraction": "fraction of each language's documents held out for validation without --valid-data",
+    # optimizer and schedule
+    "lr": "peak learning rate",
+    "weight_decay": "AdamW weight decay",
+    "adam_beta1": "Adam beta1",
+    "adam_beta2": "Adam beta2",
+    "adam_eps": "Adam epsilon",
+    "clip_grad": "clip the global gradient norm to this (0 = no clipping)",
+    "lr_decay_style": "learning-rate decay after warm-up: linear, cosine or constant",
+    "lr_decay_iters": "steps over which the learning rate decays (default: --train-iters)",
+    "lr_decay_ratio": "the learning rate decays to this fraction of --lr",
+    # training
+    "train_iters": "optimizer steps",
+    "gradient_accumulation_steps": "micro-batches per optimizer step",
+    "seed": "seed of every random stream (data, dropout, initialisation)",
+    "bf16": "bf16 autocast (plain engine) or DeepSpeed bf16",
+    "fp16": "fp16 with dynamic loss scaling (DeepSpeed engine only)",
+    "model_parallel_size": "tensor-parallel size; divides the number of processes and the attention heads",
+    "deepspeed": "use the DeepSpeed engine (default: the plain torch engine)",
+    "zero_stage": "ZeRO stage 0-3 (must agree with the DeepSpeed JSON when both give it)",
+    "save": "checkpoint directory (default: no checkpoints)",
+    "no_load_optim": "with --load: restore the weights and step but start a fresh optimizer",
+    "save_interval": "save a checkpoint every N steps (and at the end)",
+    "eval_interval": "validate every N steps",
+    "eval_iters": "validation batches per evaluation (the same batches every time)",
+    "log_interval": "one log line every N steps",
+    "log_dir": "TensorBoard events and metrics.jsonl (default: <save>/logs)",
+    "no_tensorboard": "write metrics.jsonl only, no TensorBoard events",
+    "experiment_name": "run name, recorded with the configuration in each checkpoint's meta.json",
+    "local_rank": "set by the deepspeed launcher (default: $LOCAL_RANK)",
+    "device": "cpu or cuda (default: cuda when available)",
+    "exit_signal_save": "SIGTERM/SIGINT save a checkpoint at the end of the current step before exiting "
+                        "(on by default)",
 }
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None:
+def with_default(text: str, default: Any) -> str:
+    """A flag's help line with its default appended, unless the text already states it. ``None``,
+    ``False`` and empty values mean "not set" and are not shown (argparse's
+    ArgumentDefaultsHelpFormatter would print "(default: None)")."""
+    if default is None or default is False or default in ((), [], "") or "default" in text:
+        return text
+    return f"{text} (default: {'on' if default is True else default})"
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each flag's default after its help text (see ``with_default``)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        switch = action.nargs == 0  # store_true / store_false: the flag's text says what it turns on or off
+        hidden = action.default is argparse.SUPPRESS or not action.option_strings or switch
+        default = None if hidden else action.default
+        return with_default(action.help or "", default)
+
+
+def _help_text(name: str, default: Any, helps: dict[str, str]) -> str:
+    """The help line of a dataclass flag. argparse keeps ``default=None`` (so that the flags a user gave are
+    known), which would hide the real default: it is taken from the dataclass (or the parser's own
+    defaults) instead."""
+    text = helps.get(name) or _HELP.get(name)
+    assert text, f"flag --{name}: no help text (add it to training.arguments._HELP)"
+    return with_default(text, default)
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, defaults: dict[str, Any] | None = None,
+                       helps: dict[str, str] | None = None) -> None:
+    """One flag per field of ``cls``; ``defaults`` / ``helps`` replace the field's default / help text in
+    ``--help`` where a parser fills other values (finetuning)."""
     group = parser.add_argument_group(title)
     for f in fields(cls):
         names = _ALIASES.get(f.name, [_flag(f.name)])
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": _HELP.get(f.name)}
+        default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else f.default_factory())
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": _help_text(f.name, default, helps or {})}
         t = f.type if isinstance(f.type, str) else f.type.__name__
         if t == "bool":
             kw["action"] = "store_true"
@@ -147,8 +231,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str) -> None
             kw["nargs"] = "+"
         elif "int" in t and "float" not in t:
             kw["type"] = int
+            kw["metavar"] = "N"
         elif "float" in t:
             kw["type"] = float
+            kw["metavar"] = "X"
         group.add_argument(*names, **kw)
 
 
@@ -377,17 +463,32 @@ _HELP.update({
     "ncls_direction": "ncls: en2zh or zh2en (default: the direction of the files in --data-dir)",
 })
 
+# Flags whose meaning in finetuning differs from pretraining's _HELP entry of the same name.
+_FINETUNE_HELP = {
+    "tokenizer_model": "sentencepiece model file (default: the one recorded by the --load-pretrained checkpoint)",
+    "seq_length": "tokens per sample (generation tasks: the source length)",
+    "num_workers": "data-loader worker processes",
+    "pattern_id": "cloze pattern (default: the task's; XNLI 4, PAWS-X 0)",
+    "eval_batch_size": "batch size of dev/test scoring (default: --batch-size)",
+    "overwrite": "replace an existing results.json in --save",
+    "train_iters": "optimizer steps (default: --epochs x steps per epoch)",
+    "eval_interval": "score the dev sets every N steps (default: every --eval-epoch epochs)",
+    "save_interval": "save a checkpoint every N steps (default: only the best model and the end)",
+}
+
 # Finetuning defaults that differ from pretraining (GLM's finetune defaults: linear decay to 0).
 _FINETUNE_DEFAULTS = {"lr_decay_ratio": 0.0, "warmup": 0.0, "lr": 1e-5, "weight_decay": 0.0,
                       "adam_beta2": 0.999, "adam_eps": 1e-8, "clip_grad": 1.0, "log_interval": 10}
 
 
 def build_finetune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False)
+    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False,
+                                epilog="A task may set its own defaults for finetuning flags not given (ncls, "
+                                       "scisummnet_zh: mGLM's decoding recipe; see the README).")
     add_dataclass_args(p, ModelArgs, "model")
-    add_dataclass_args(p, OptimArgs, "optimizer and schedule")
-    add_dataclass_args(p, TrainArgs, "training")
-    add_dataclass_args(p, FinetuneArgs, "finetuning")
+    add_dataclass_args(p, OptimArgs, "optimizer and schedule", _FINETUNE_DEFAULTS)
+    add_dataclass_args(p, TrainArgs, "training", _FINETUNE_DEFAULTS, _FINETUNE_HELP)
+    add_dataclass_args(p, FinetuneArgs, "finetuning", helps=_FINETUNE_HELP)
     return p
 
 

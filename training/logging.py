@@ -57,7 +57,10 @@ class MetricsWriter:
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(logdir=str(self.log_dir), purge_step=purge_step)
+            # tensorboardX names the event file by the second and the host only: a resumed run that starts
+            # within the same second as the run it resumes would reopen (and truncate) that run's file.
+            self._tb = SummaryWriter(logdir=str(self.log_dir), purge_step=purge_step,
+                                     filename_suffix=f".{os.getpid()}.{time.time_ns()}")
         jsonl = self.log_dir / "metrics.jsonl"
         if purge_step is not None and jsonl.is_file():
             _drop_rows_from(jsonl, purge_step)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from training.logging import MetricsWriter, format_line, get_logger
+from training.progress import report_progress
 
 
 @dataclass
@@ -101,12 +102,9 @@ def train(
     t_interval = time.perf_counter()
     steps_in_interval = 0
     tokens_in_interval = 0
-    bar = None
-    if cfg.progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.train_iters, initial=state.step, desc="train", unit="step", dynamic_ncols=True,
-                   mininterval=1.0, leave=False)
+    # A bar on a terminal only: in a log file the interval lines below already report the progress.
+    bar = report_progress(total=cfg.train_iters, initial=state.step, desc="train", unit="step",
+                          enabled=cfg.progress and rank == 0, plain=False, mininterval=1.0, leave=False)
     engine.train()
     with _SignalFlag(cfg.exit_signal_save) as flag:
         while state.step < cfg.train_iters:
