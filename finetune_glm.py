@@ -94,7 +94,7 @@ def run(cfg: FinetuneConfig) -> dict:
                  else ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
                                           tok_path))
         task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
-        data_dir = Path(f.data_dir)
+        data_dir = Path(f.data_dir) if f.data_dir else task.data_source()  # --task cloze / seq2seq: files
         langs = list(f.languages) or None
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
         dev = task.read_split(data_dir, "dev", langs)
