@@ -191,7 +191,7 @@ def file_format(path: Path, flag: str) -> str:
 
 def _header(path: Path, fmt: str) -> list[str]:
     with open(path, "rb") as f:
-        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+        first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n").removeprefix("\ufeff")
     if fmt == "tsv":
         return first.split("\t")
     return next(csv.reader(io.StringIO(first)), [])
@@ -214,35 +214,35 @@ def _value(v: Any, name: str, where: str, lists: bool = False) -> Any:
 def read_rows(path: Path, flag: str, required: Sequence[str], optional: Sequence[str] = (),
               lists: Sequence[str] = ()) -> list[tuple[str, dict[str, Any]]]:
     """``("file:line", {field: value})`` of every row of a JSONL / CSV / TSV file, with the ``required``
-    fields and those of ``optional`` the file has (a CSV/TSV header column, a JSONL key of the first row;
-    then every row must have them). ``lists``: fields that may hold a JSON list of strings."""
+    fields and those of ``optional`` the row has (CSV/TSV: a header column, its value possibly empty;
+    JSONL: a key of the row). ``lists``: fields that may hold a JSON list of strings. A UTF-8 byte-order
+    mark at the start of the file is ignored."""
     fmt = file_format(path, flag)
     rows: list[tuple[str, dict[str, Any]]] = []
     expect = f"fields {', '.join(required)}"
     if fmt == "jsonl":
         from tasks.base import utf8_lines
 
-        want: list[str] | None = None
         with open(path, "rb") as f:
             for lineno, line in utf8_lines(f, path):
                 if not line.strip():
                     continue
                 where = f"{path}:{lineno}"
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line.removeprefix("\ufeff") if lineno == 1 else line)  # a BOM (Windows)
                 except json.JSONDecodeError as e:
                     raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON "
                                     f"object per line with {expect}") from None
                 if not isinstance(obj, dict):
                     raise DataError(f"{where}: a JSON {type(obj).__name__}, not an object; expected one object "
                                     f"per line with {expect}")
-                if want is None:
-                    want = list(required) + [o for o in optional if o in obj]
-                missing = [k for k in want if k not in obj]
+                missing = [k for k in required if k not in obj]
                 if missing:
                     raise DataError(f"{where}: no field(s) {', '.join(missing)} (the row has "
-                                    f"{', '.join(obj) or 'none'}); expected {', '.join(want)}")
-                rows.append((where, {k: _value(obj[k], k, where, k in lists) for k in want}))
+                                    f"{', '.join(obj) or 'none'}); expected {', '.join(required)}")
+                # an optional field is read wherever a row has it (the caller checks it is in all or none)
+                rows.append((where, {k: _value(obj[k], k, where, k in lists) for k in (*required, *optional)
+                                     if k in obj}))
         return rows
     head = _header(path, fmt)
     missing = [k for k in required if k not in head]
@@ -474,7 +474,7 @@ def check_task_flags(f) -> bool:
             raise UsageError(f"{' '.join(extra)}: only for --task cloze or seq2seq (your own files); --task "
                              f"{f.task} reads --data-dir")
         return False
-    other = given(SEQ2SEQ_FLAGS if task == "cloze" else CLOZE_FLAGS[:2] + CLOZE_FLAGS[3:])
+    other = given(SEQ2SEQ_FLAGS if task == "cloze" else ("text_fields", "label_field", "verbalizers"))
     if f.data_dir is not None:
         other.insert(0, "--data-dir")
     if f.pattern_id is not None:

@@ -182,7 +182,8 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (check --data-dir)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole papers in one cell exceed csv's 128 KiB default
-    with io.StringIO(read_utf8(path), newline="") as f:  # decoded whole: bad bytes are named with their line
+    # decoded whole: bad bytes are named with their line; a byte-order mark (Excel's CSV) is not in a name
+    with io.StringIO(read_utf8(path).removeprefix("\ufeff"), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:

@@ -210,6 +210,12 @@ def test_jsonl_csv_tsv_read_the_same_rows(tok, tmp_path):
         assert [x[3] for x in got[kind]] == [f"{path}:{first}", f"{path}:{first + 1}"]
     assert got["jsonl"][0][1] == {"premise": "A cat, sleeping.", "hypothesis": 'He said "no"'}
     assert [x[:3] for x in got["jsonl"]] == [x[:3] for x in got["csv"]] == [x[:3] for x in got["tsv"]]
+    # a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    for kind in ("csv", "tsv", "jsonl"):
+        bom = tmp_path / f"bom.{kind}"
+        bom.write_bytes(b"\xef\xbb\xbf" + files[kind].read_bytes())
+        assert [e.fields for v in cloze(tok, dev_file=str(bom)).read_split(None, "dev", None).values()
+                for e in v] == [x[1] for x in got[kind]]
     # an integer label in JSONL reads as its digits; --languages keeps the listed languages in their order
     t = cloze(tok, verbalizers="0=No,1=Yes", dev_file=str(write_jsonl(tmp_path / "i.jsonl", [
         {"premise": "a", "hypothesis": "b", "label": 1, "lang": "de"},
@@ -244,7 +250,9 @@ def test_bad_rows_are_one_line_naming_file_and_line(tok, tmp_path):
     cases = [
         ("a.jsonl", good + '{"premise": "a", "label": "neutral", "lang": "en"}\n',
          "a.jsonl:2: no field(s) hypothesis (the row has premise, label, lang); expected premise, hypothesis, "
-         "lang, label"),
+         "lang"),
+        ("a2.jsonl", '{"premise": "a", "hypothesis": "b", "lang": "en"}\n' + good,
+         "a2.jsonl:2: a 'label' where the rows before have none; a dev file is labelled in every row or in none"),
         ("b.jsonl", good + '{"premise": "a", "hypothesis": "b", "label": "entails", "lang": "en"}\n',
          "b.jsonl:2: unknown label 'entails' in field 'label'; expected one of ['entailment', 'contradiction', "
          "'neutral'] (--verbalizers)"),
