@@ -301,7 +301,8 @@ def absent_languages(task, split: str, found: dict, requested: list[str] | None,
                                                  f"no file for {', '.join(missing)}" if missing else "") if x))
     if empty or missing:
         log.warning(f"{task.name} {split} in {data_dir}: "
-                    + "; ".join(x for x in (f"no file for {', '.join(missing)}" if missing else "",
+                    + "; ".join(x for x in (f"{getattr(task, 'absent_reason', 'no file')} for {', '.join(missing)}"
+                                            if missing else "",
                                             f"empty file for {', '.join(empty)}" if empty else "") if x)
                     + " (shown as absent in the results; not in avg or pooled)")
     return [lang for lang in expected if lang in empty or lang in missing]

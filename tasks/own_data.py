@@ -143,7 +143,9 @@ def parse_pattern(pattern: str, fields: Sequence[str], masks: Sequence[str], fla
 
 
 def split_list(value: str | None, flag: str) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``; an empty item is an error."""
+    """``"a,b"`` -> ``["a", "b"]``; an empty item, or no value, is an error."""
+    if value is None:
+        raise UsageError(f"{flag} is required for this task (see the README, 'Finetune on your own data')")
     items = [x.strip() for x in (value or "").split(",")]
     if not value or any(not x for x in items):
         raise UsageError(f"{flag} {value!r}: expected comma-separated names, e.g. premise,hypothesis")
@@ -269,6 +271,7 @@ class OwnDataTask(Task):
     and labels that are either a checked label (cloze) or targets (seq2seq)."""
 
     label_flag = "--label-field"
+    absent_reason = "no rows"  # how finetune_glm words a language of the data that a split lacks
     masks: tuple[str, ...] = ("MASK",)
     label_lists = False  # a JSONL label may be a list of strings (several gold targets)
 

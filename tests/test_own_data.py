@@ -103,6 +103,8 @@ def test_verbalizers_must_be_single_tokens(tok):
         cloze(tok, verbalizers="entailment=Entailed,contradiction=No")
     with pytest.raises(UsageError, match="'entailment' is not label=word"):
         cloze(tok, verbalizers="entailment,contradiction=No")
+    with pytest.raises(UsageError, match="--verbalizers is required for this task"):
+        cloze(tok, verbalizers=None)
     t = cloze(tok, pattern="{premise}?[MASK], {hypothesis}")  # no space before the blank: the word as given
     assert t.verbalizers["entailment"] == "Yes" and t.labels == ("entailment", "contradiction", "neutral")
 
