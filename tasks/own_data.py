@@ -281,6 +281,7 @@ class OwnDataTask(Task):
         self.languages = ()
         self.train_language = NO_LANGUAGE
         super().__init__(tokenizer, seq_length, pattern_id, options)
+        self.pattern_id = None  # results.json: these tasks have --pattern, not numbered patterns
 
     def data_source(self) -> str:
         """The files in words, for messages (what ``--data-dir`` is for the benchmark tasks)."""

@@ -472,6 +472,35 @@ def test_seq2seq_jsonl_end_to_end_equals_ncls_with_language_tables(tmp_path):
     assert re.search(r"seq2seq test +yy +xx +avg +pooled", table) and "absent" in table
 
 
+@pytest.mark.slow
+def test_seq2seq_squad_metric_end_to_end_equals_official_script(tmp_path):
+    """SQuAD questions as JSONL (several gold answers per question, two languages) through --task seq2seq
+    --metric squad with mGLM's QA prompt: per-language exact match / F1 equal the official SQuAD v1.1
+    evaluation of the written predictions."""
+    from tasks.metrics import squad_evaluate
+
+    squad = json.loads((TASK_DATA / "squad" / "train-v1.1.json").read_text(encoding="utf-8"))
+    rows = [{"id": qa["id"], "question": qa["question"], "context": p["context"], "lang": "en" if i % 2 else "xx",
+             "answers": [a["text"] for a in qa["answers"]] + ["something else"]}
+            for a in squad["data"] for p in a["paragraphs"] for i, qa in enumerate(p["qas"])]
+    data = write_jsonl(tmp_path / "qa.jsonl", rows)
+    r = _run(["--task", "seq2seq", "--train-file", str(data), "--dev-file", str(data), "--source-field",
+              "question,context", "--target-field", "answers", "--language-field", "lang", "--metric", "squad",
+              "--pattern", "{question} [sMASK]. {context}", "--epochs", "1", "--batch-size", "4", "--seq-length",
+              "96", "--tgt-seq-length", "6", "--save", str(tmp_path / "s"), *COMMON])
+    assert list(r["dev"]) == ["xx", "en", "avg", "pooled"] and r["metric"] == "f1"
+    for lang in ("xx", "en"):
+        recs = [json.loads(x) for x in (tmp_path / "s" / "predictions" / f"seq2seq-dev-{lang}.jsonl")
+                .read_text(encoding="utf-8").splitlines()]
+        mine = [row for row in rows if row["lang"] == lang]
+        assert [x["gold"] for x in recs] == [row["answers"] for row in mine]
+        dataset = [{"paragraphs": [{"context": "", "qas": [{"id": row["id"], "answers": [{"text": t} for t in
+                                                                                        row["answers"]]}
+                                                          for row in mine]}]}]
+        official = squad_evaluate(dataset, {row["id"]: x["prediction"] for row, x in zip(mine, recs, strict=True)})
+        assert r["dev"][lang] == pytest.approx(official, abs=1e-9)
+
+
 # ------------------------------------------------------------------------------------------ README
 def readme_examples() -> list[str]:
     text = (REPO / "README.md").read_text(encoding="utf-8")
