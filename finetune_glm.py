@@ -95,7 +95,7 @@ def run(cfg: FinetuneConfig) -> dict:
                  else ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
                                           tok_path, trust=t.trust_checkpoint))
         task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
-        data_dir = Path(f.data_dir)
+        data_dir = Path(f.data_dir) if f.data_dir else task.data_source()  # --task cloze / seq2seq: files
         langs = list(f.languages) or None
         train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
         dev = task.read_split(data_dir, "dev", langs)
@@ -307,7 +307,8 @@ def absent_languages(task, split: str, found: dict, requested: list[str] | None,
                                                  f"no file for {', '.join(missing)}" if missing else "") if x))
     if empty or missing:
         log.warning(f"{task.name} {split} in {data_dir}: "
-                    + "; ".join(x for x in (f"no file for {', '.join(missing)}" if missing else "",
+                    + "; ".join(x for x in (f"{getattr(task, 'absent_reason', 'no file')} for {', '.join(missing)}"
+                                            if missing else "",
                                             f"empty file for {', '.join(empty)}" if empty else "") if x)
                     + " (shown as absent in the results; not in avg or pooled)")
     return [lang for lang in expected if lang in empty or lang in missing]

@@ -57,7 +57,7 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
                 _, head = next(lines)
             except StopIteration:
                 raise ValueError(f"{path}: empty file; expected a header line ({expect})") from None
-            names = head.rstrip("\r\n").split("\t")
+            names = head.rstrip("\r\n").removeprefix("\ufeff").split("\t")  # a byte-order mark is no name
             if all(isinstance(c, str) for c in columns):
                 missing = [c for c in columns if c not in names]
                 if missing:

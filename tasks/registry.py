@@ -16,6 +16,8 @@ TASKS: dict[str, str] = {
     "tydiqa": "tasks.tydiqa:TyDiQA",
     "ncls": "tasks.ncls:NCLS",
     "scisummnet_zh": "tasks.scisummnet_zh:ScisummNetZh",
+    "cloze": "tasks.own_data:Cloze",  # a user's own files (--train-file ...), no code
+    "seq2seq": "tasks.own_data:Seq2Seq",
 }
 
 

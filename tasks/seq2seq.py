@@ -67,8 +67,9 @@ class GenerationTask(Task):
         return self.tokenizer.encode(" " + text.strip())[: self.tgt_length - 1] + [self.tokenizer.eop_id]
 
     def make_sample(self, source: list[int], target: str | None, example_index: int) -> dict[str, Any]:
-        masks = [i for i, t in enumerate(source) if t == self.tokenizer.smask_id]
-        assert len(masks) == 1, f"a source needs exactly one [sMASK], found {len(masks)}"
+        blanks = (self.tokenizer.smask_id, self.tokenizer.gmask_id)
+        masks = [i for i, t in enumerate(source) if t in blanks]
+        assert len(masks) == 1, f"a source needs exactly one [sMASK] or [gMASK], found {len(masks)}"
         return {"source": source, "mask_pos": masks[0],
                 "target": self.target_ids(target) if target is not None else [], "example": example_index}
 
@@ -80,6 +81,12 @@ class GenerationTask(Task):
 
     def eval_samples(self, examples: Sequence[Any]) -> list[dict[str, Any]]:
         return [self.make_sample(self.source_ids(e), None, i) for i, e in enumerate(examples)]
+
+    def aggregate(self, examples, samples, sample_preds) -> list[str]:
+        """The generated text of each example (one sample per example; the beam score is dropped). Tasks with
+        several samples per example (QA windows) override this."""
+        assert len(sample_preds) == len(examples), (len(sample_preds), len(examples))
+        return [p[0] if isinstance(p, tuple | list) else p for p in sample_preds]
 
     def collate(self, samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Training layout of the module docstring, right-padded to the longest row; the raw sources and

@@ -182,7 +182,8 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path} (check --data-dir)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # whole papers in one cell exceed csv's 128 KiB default
-    with io.StringIO(read_utf8(path), newline="") as f:  # decoded whole: bad bytes are named with their line
+    # decoded whole: bad bytes are named with their line; a byte-order mark (Excel's CSV) is not in a name
+    with io.StringIO(read_utf8(path).removeprefix("\ufeff"), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
@@ -346,11 +347,6 @@ class SummarizationTask(GenerationTask):
     def gold(self, example: SummaryExample) -> str | None:
         return example.summary
 
-    def aggregate(self, examples, samples, sample_preds) -> list[str]:
-        """The generated text of each example (one sample per example; the beam score is dropped)."""
-        assert len(sample_preds) == len(examples), (len(sample_preds), len(examples))
-        return [p[0] if isinstance(p, tuple | list) else p for p in sample_preds]
-
     def rouge_primary(self, tgt_lang: str) -> str:
         given = getattr(self.options, "rouge_tokenization", None) if self.options is not None else None
         return given or PRIMARY_TOKENIZATION.get(tgt_lang, "word")
@@ -367,8 +363,12 @@ class SummarizationTask(GenerationTask):
 
     def write_extra_predictions(self, folder: Path, split: str, lang: str, examples, preds) -> None:
         """``<task>-<split>-<lang>.pred.txt`` and ``.ref.txt``: one line per example, in the same order."""
-        stem = folder / f"{self.name}-{split}-{lang}"
-        with open(f"{stem}.pred.txt", "w", encoding="utf-8") as w:
-            w.writelines(one_line(p) + "\n" for p in preds)
-        with open(f"{stem}.ref.txt", "w", encoding="utf-8") as w:
-            w.writelines(one_line(e.summary or "") + "\n" for e in examples)
+        write_text_predictions(folder / f"{self.name}-{split}-{lang}", preds, [e.summary or "" for e in examples])
+
+
+def write_text_predictions(stem: Path, preds: Sequence[str], refs: Sequence[str]) -> None:
+    """``<stem>.pred.txt`` and ``<stem>.ref.txt``: one line per example, in the same order."""
+    with open(f"{stem}.pred.txt", "w", encoding="utf-8") as w:
+        w.writelines(one_line(p) + "\n" for p in preds)
+    with open(f"{stem}.ref.txt", "w", encoding="utf-8") as w:
+        w.writelines(one_line(r) + "\n" for r in refs)

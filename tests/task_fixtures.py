@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import REPO, SAMPLE_CORPUS
 
 # In this order (the ids they get): the separable-fixture test's trajectory depends on them.
@@ -50,3 +51,32 @@ def pretrain_tiny(tokenizer: Path, out_dir: Path, steps: int = 4) -> Path:
                        "--batch-size", "4", "--lr", "1e-3", "--log-interval", str(steps), "--eval-interval", "1000",
                        "--num-workers", "0", "--save", str(save), "--device", "cpu", "--no-tensorboard"])
     return save
+
+
+def spaced_tokenizer(out_dir: Path):
+    """The bundled sample model with sentencepiece's whitespace handling off (no dummy prefix, no removal of
+    leading/trailing/repeated spaces): a tokenizer that keeps every space."""
+    from conftest import SAMPLE_TOKENIZER
+    from sentencepiece import sentencepiece_model_pb2
+
+    from data_utils.tokenizer import GLMTokenizer
+
+    m = sentencepiece_model_pb2.ModelProto()
+    m.ParseFromString(SAMPLE_TOKENIZER.read_bytes())
+    m.normalizer_spec.add_dummy_prefix = False
+    m.normalizer_spec.remove_extra_whitespaces = False
+    path = out_dir / "spaced.model"
+    path.write_bytes(m.SerializeToString())
+    return GLMTokenizer(path)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matrices: threads only contend (on a shared 2-core runner they cost 5-10x). Autouse in every test
+    module that imports it."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

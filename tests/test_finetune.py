@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO, SAMPLE_TOKENIZER
-from task_fixtures import TASK_DATA, pretrain_tiny, train_task_tokenizer
+from task_fixtures import TASK_DATA, one_thread, pretrain_tiny, train_task_tokenizer  # noqa: F401 (autouse)
 
 PY = sys.executable
 
@@ -22,15 +21,6 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("ft")
     tok = train_task_tokenizer(d / "tok")
     return tok, pretrain_tiny(tok, d)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: threads only contend (on a shared 2-core runner they cost 5-10x)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def base_args(setup, task, data, save, epochs=2, *extra):

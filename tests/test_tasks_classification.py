@@ -153,7 +153,9 @@ def _cloze_task_names() -> list[str]:
     from tasks import registry
     from tasks.classification import ClozeClassificationTask
 
-    names = [n for n in sorted(TASKS) if issubclass(registry.get(n), ClozeClassificationTask)]
+    # The benchmarks' cloze tasks (cloze on a user's files takes its verbalizers from the command line).
+    names = [n for n in sorted(TASKS) if issubclass(registry.get(n), ClozeClassificationTask)
+             and registry.get(n).verbalizers]
     assert {"xnli", "pawsx"} <= set(names)
     return names
 
@@ -198,20 +200,12 @@ def test_pattern_ids(tok):
 # ------------------------------------------------------------------------------------------ mGLM's parts
 @pytest.fixture(scope="module")
 def spaced_tok(tmp_path_factory):
-    """The bundled sample model with sentencepiece's whitespace handling off (no dummy prefix, no removal of
-    leading/trailing/repeated spaces): a tokenizer that keeps every space, so a part ``" " + s`` and ``s``,
-    or a stripped and an unstripped text, get different ids."""
-    from sentencepiece import sentencepiece_model_pb2
+    """The bundled sample model with sentencepiece's whitespace handling off (``task_fixtures.spaced_tokenizer``):
+    a tokenizer that keeps every space, so a part ``" " + s`` and ``s``, or a stripped and an unstripped text,
+    get different ids."""
+    from task_fixtures import spaced_tokenizer
 
-    from data_utils.tokenizer import GLMTokenizer
-
-    m = sentencepiece_model_pb2.ModelProto()
-    m.ParseFromString(SAMPLE_TOKENIZER.read_bytes())
-    m.normalizer_spec.add_dummy_prefix = False
-    m.normalizer_spec.remove_extra_whitespaces = False
-    path = tmp_path_factory.mktemp("spaced") / "spaced.model"
-    path.write_bytes(m.SerializeToString())
-    return GLMTokenizer(path)
+    return spaced_tokenizer(tmp_path_factory.mktemp("spaced"))
 
 
 # mGLM's part lists (tasks/superglue/pvp.py, PawsxPVP / XnliPVP), for text_a = "The cat sleeps." and

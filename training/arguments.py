@@ -415,6 +415,18 @@ class FinetuneArgs:
     qa_aggregate: str = "best"  # answer per question: best (highest score) | first (mGLM) non-N/A window
     rouge_tokenization: str | None = None  # primary ROUGE: char | word | mglm (default: by target language)
     ncls_direction: str | None = None  # ncls: en2zh | zh2en (default: from the files in --data-dir)
+    # A user's own files, no code (--task cloze | seq2seq; tasks/own_data.py). None: not given.
+    train_file: str | None = None  # JSONL, CSV or TSV with a header row
+    dev_file: str | None = None
+    test_file: str | None = None
+    language_field: str | None = None  # dev/test scored per language of this field
+    pattern: str | None = None  # "{premise}? [MASK], {hypothesis}" (seq2seq: [sMASK] or [gMASK])
+    text_fields: str | None = None  # cloze: "premise,hypothesis"
+    label_field: str | None = None  # cloze
+    verbalizers: str | None = None  # cloze: "entailment=Yes,contradiction=No" (label order = class index)
+    source_field: str | None = None  # seq2seq
+    target_field: str | None = None  # seq2seq
+    metric: str | None = None  # seq2seq: rouge (default) | squad
 
 
 @dataclass(frozen=True)
@@ -437,7 +449,8 @@ class FinetuneConfig:
 
 
 _HELP.update({
-    "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh",
+    "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh; cloze, "
+            "seq2seq (your own files: --train-file ...)",
     "data_dir": "the task's data folder (official distribution or XTREME layout)",
     "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
     "select_on": "model selection: <lang>-dev, avg-dev, all-dev (pooled over languages, mGLM); default en-dev "
@@ -461,6 +474,18 @@ _HELP.update({
                           "tokenizer ids); default char for Chinese summaries, word otherwise; every one is "
                           "also reported as rouge-*_<tokenisation>",
     "ncls_direction": "ncls: en2zh or zh2en (default: the direction of the files in --data-dir)",
+    "train_file": "cloze/seq2seq: training file, JSON lines (.jsonl) or CSV/TSV (.csv/.tsv) with a header row",
+    "dev_file": "cloze/seq2seq: dev file (model selection, dev scores); same formats",
+    "test_file": "cloze/seq2seq: test file (labels optional); same formats",
+    "language_field": "cloze/seq2seq: field holding each row's language; dev/test are scored per language",
+    "pattern": "cloze: text with {field}s and one [MASK], e.g. '{premise}? [MASK], {hypothesis}'; seq2seq: "
+               "one [sMASK] or [gMASK] (default '{SOURCE} [sMASK]')",
+    "text_fields": "cloze: the fields the pattern reads, comma-separated (cut from their end when too long)",
+    "label_field": "cloze: the field holding the label",
+    "verbalizers": "cloze: label=word pairs, e.g. entailment=Yes,contradiction=No; each word one token",
+    "source_field": "seq2seq: the source field(s), comma-separated",
+    "target_field": "seq2seq: the target field (JSONL: a string or a list of gold answers)",
+    "metric": "seq2seq: rouge (ROUGE-1/2/L F, default) or squad (exact match, F1)",
 })
 
 # Flags whose meaning in finetuning differs from pretraining's _HELP entry of the same name.
@@ -524,9 +549,13 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         from tasks.registry import TASKS
 
         raise ValueError(f"--task NAME is required (one of {', '.join(TASKS)})")
-    if not f.data_dir:
+    from tasks.own_data import check_task_flags
+
+    if check_task_flags(f):  # a user's own files (--task cloze / seq2seq): no --data-dir
+        pass
+    elif not f.data_dir:
         raise ValueError("--data-dir DIR is required (the task's data folder)")
-    if not os.path.isdir(f.data_dir):
+    elif not os.path.isdir(f.data_dir):
         raise FileNotFoundError(f"--data-dir {f.data_dir}: no such directory")
     if f.epochs < 0:
         raise ValueError(f"--epochs {f.epochs}: expected >= 0")
