@@ -209,7 +209,8 @@ class _CachedDecoder:
         assert M == 0 or (len(layouts) == 1 and M <= P), "a reused prefix cache serves one unpadded row"
         if P > M:
             mask = _layout_mask(lengths, seps, M, P - M, P)  # [B, 1, P-M, P]
-            model(tokens[:, M:], pos[:, :, M:], mask, kv_cache=prefix_cache)
+            no_logits = torch.zeros(tokens.size(0), P - M, dtype=torch.bool, device=device)
+            model(tokens[:, M:], pos[:, :, M:], mask, kv_cache=prefix_cache, logit_mask=no_logits)  # fills the cache
         self.prefix_cache = prefix_cache
         rows = torch.arange(len(layouts), device=device).repeat_interleave(expand)
         self.cache = prefix_cache.select(rows)
@@ -256,9 +257,9 @@ class _UncachedDecoder:
             mask = seps  # the model's own sep mask: the plain, unpadded computation
         else:
             mask = _layout_mask(lengths, seps, 0, tokens.size(1), tokens.size(1))
-        logits, _ = self.model(tokens, pos, mask)
-        logits = _full_logits(self.model, logits)
-        return logits[torch.arange(len(rows), device=device), lengths - 1]  # [R, V]
+        last = torch.arange(tokens.size(1), device=device).view(1, -1) == (lengths - 1).view(-1, 1)  # [R, L]
+        logits, _ = self.model(tokens, pos, mask, logit_mask=last)  # [R, V/p]: each row's last position only
+        return _full_logits(self.model, logits)  # [R, V]
 
     def reorder(self, index: torch.Tensor) -> None:
         pass  # the search reorders ``generated``, which is all this decoder keeps
