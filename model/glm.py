@@ -79,6 +79,18 @@ class LayerKVCache:
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def reorder_(self, batch_index: torch.Tensor, start: int) -> None:
+        """In place, positions ``start..length`` of row i become those of row ``batch_index[i]``.
+
+        Rows that ``batch_index`` maps onto each other must already agree on the positions before ``start``
+        (beams of one context share its keys/values): only the positions after it are copied.
+        """
+        if self.k is None or self.length <= start:
+            return
+        idx = batch_index.to(self.k.device)
+        self.k[:, :, start:self.length] = self.k[idx, :, start:self.length]
+        self.v[:, :, start:self.length] = self.v[idx, :, start:self.length]
+
 
 @dataclass
 class KVCache:
@@ -113,6 +125,12 @@ class KVCache:
             layers.append(LayerKVCache(c.k.index_select(0, idx), c.v.index_select(0, idx), c.length,
                                        c.capacity_hint))
         return KVCache(self.num_layers, self.capacity, layers)
+
+    def reorder_(self, batch_index: torch.Tensor, start: int) -> None:
+        """``select(batch_index)`` in place for rows that agree on the positions before ``start``: a beam
+        step copies the generated positions only, not the shared context."""
+        for c in self.layers:
+            c.reorder_(batch_index, start)
 
 
 class SelfAttention(nn.Module):
