@@ -241,7 +241,8 @@ def run(cfg: PretrainConfig) -> dict:
 
         def loss_fn(eng, batch):
             b = to_device(batch)
-            logits, _ = eng(b["text"], b["position_id"], b["attention_mask"])
+            # Logits of the scored (Part B) positions only: [N, V/p].
+            logits, _ = eng(b["text"], b["position_id"], b["attention_mask"], logit_mask=b["loss_mask"] != 0)
             return glm_lm_loss(logits, b["target"], b["loss_mask"], ps), batch["mode"]
 
         def train_batches(start_step: int) -> Iterator[dict]:

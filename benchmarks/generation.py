@@ -12,12 +12,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from anywhere
+
+
+def decoding_model(cfg, max_length: int, device: str = "cpu"):
+    """``(GLMModel in eval mode, SpecialTokens)`` for timing decoding: random weights (seed 1), the position
+    table raised to ``max_length``, and no reachable end token (ids beyond V are never generated), so every
+    run decodes exactly the requested number of tokens. ``sop`` = V-3, the mask token V-2."""
+    from model import GLMModel
+    from model.generation import SpecialTokens
+
+    cfg.max_sequence_length = max(cfg.max_sequence_length, max_length)
+    model = GLMModel(cfg, init_seed=1).to(device).eval()
+    V = cfg.vocab_size
+    return model, SpecialTokens(sop_id=V - 3, end_ids=(V + 1,), mask_ids=(V - 2,), vocab_limit=V - 4)
+
+
+def random_contexts(special, batch: int, length: int, generator: torch.Generator) -> list[list[int]]:
+    """``batch`` random contexts of ``length`` text ids (< the vocabulary limit), the mask token in the middle."""
+    rows = torch.randint(0, special.vocab_limit, (batch, length), generator=generator).tolist()
+    for r in rows:
+        r[length // 2] = special.mask_ids[0]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,22 +55,14 @@ def main(argv: list[str] | None = None) -> dict:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from model import GLMConfig, GLMModel
-    from model.generation import GenerationConfig, SpecialTokens, generate
+    from model import GLMConfig
+    from model.generation import GenerationConfig, generate
 
-    cfg = GLMConfig.from_json_file(a.model_config)
-    cfg.max_sequence_length = max(cfg.max_sequence_length, a.context + a.new_tokens)
-    model = GLMModel(cfg, init_seed=1).to(a.device).eval()
-    V = cfg.vocab_size
-    # No reachable end token: ids beyond V are never generated, so decoding runs the full length.
-    special = SpecialTokens(sop_id=V - 3, end_ids=(V + 1,), mask_ids=(V - 2,), vocab_limit=V - 4)
+    model, special = decoding_model(GLMConfig.from_json_file(a.model_config), a.context + a.new_tokens, a.device)
     g = torch.Generator().manual_seed(0)
 
     def contexts(b: int) -> list[list[int]]:
-        rows = torch.randint(0, V - 4, (b, a.context), generator=g).tolist()
-        for r in rows:
-            r[a.context // 2] = V - 2
-        return rows
+        return random_contexts(special, b, a.context, g)
 
     def timed(ctx, use_cache: bool) -> tuple[float, list]:
         conf = GenerationConfig(max_new_tokens=a.new_tokens, use_cache=use_cache)

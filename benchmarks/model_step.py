@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -39,7 +40,9 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / best
 
 
-def step_time(cfg: GLMConfig, seq: int, batch: int, steps: int) -> float:
+def train_step(cfg: GLMConfig, seq: int, batch: int) -> Callable[[], None]:
+    """One fp32 training step (forward, backward, AdamW) of a fresh GLMModel on a fixed random batch,
+    every position scored; call it repeatedly to time it."""
     torch.manual_seed(0)
     model = GLMModel(cfg).train()
     opt = torch.optim.AdamW(param_groups_for_weight_decay(model, 0.01), lr=1e-4)
@@ -47,13 +50,22 @@ def step_time(cfg: GLMConfig, seq: int, batch: int, steps: int) -> float:
     pos = torch.stack([torch.arange(seq).expand(batch, seq), torch.zeros(batch, seq, dtype=torch.long)], 1)
     sep = torch.full((batch,), seq // 2)
     loss_mask = torch.ones(batch, seq)
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
+
+    def step() -> None:
         loss = glm_lm_loss(model(ids, pos, sep)[0], ids, loss_mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    return step
+
+
+def step_time(cfg: GLMConfig, seq: int, batch: int, steps: int) -> float:
+    step = train_step(cfg, seq, batch)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        step()
         if i > 0:  # first step warms allocator / kernels
             times.append(time.perf_counter() - t)
     times.sort()

@@ -35,6 +35,7 @@ query of their row, so a row's result does not depend on the other rows.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -209,7 +210,8 @@ class _CachedDecoder:
         assert M == 0 or (len(layouts) == 1 and M <= P), "a reused prefix cache serves one unpadded row"
         if P > M:
             mask = _layout_mask(lengths, seps, M, P - M, P)  # [B, 1, P-M, P]
-            model(tokens[:, M:], pos[:, :, M:], mask, kv_cache=prefix_cache)
+            no_logits = torch.zeros(tokens.size(0), P - M, dtype=torch.bool, device=device)
+            model(tokens[:, M:], pos[:, :, M:], mask, kv_cache=prefix_cache, logit_mask=no_logits)  # fills the cache
         self.prefix_cache = prefix_cache
         rows = torch.arange(len(layouts), device=device).repeat_interleave(expand)
         self.cache = prefix_cache.select(rows)
@@ -231,7 +233,9 @@ class _CachedDecoder:
         return _full_logits(self.model, logits[:, -1])
 
     def reorder(self, index: torch.Tensor) -> None:
-        self.cache = self.cache.select(index)
+        """Row i continues row ``index[i]``. The search only maps rows onto rows of the same context, whose
+        first ``P`` (prefix) positions are equal, so only the generated positions move."""
+        self.cache.reorder_(index, self.P)
 
 
 class _UncachedDecoder:
@@ -256,24 +260,32 @@ class _UncachedDecoder:
             mask = seps  # the model's own sep mask: the plain, unpadded computation
         else:
             mask = _layout_mask(lengths, seps, 0, tokens.size(1), tokens.size(1))
-        logits, _ = self.model(tokens, pos, mask)
-        logits = _full_logits(self.model, logits)
-        return logits[torch.arange(len(rows), device=device), lengths - 1]  # [R, V]
+        last = torch.arange(tokens.size(1), device=device).view(1, -1) == (lengths - 1).view(-1, 1)  # [R, L]
+        logits, _ = self.model(tokens, pos, mask, logit_mask=last)  # [R, V/p]: each row's last position only
+        return _full_logits(self.model, logits)  # [R, V]
 
     def reorder(self, index: torch.Tensor) -> None:
         pass  # the search reorders ``generated``, which is all this decoder keeps
 
 
 # ------------------------------------------------------------------------------------------ processors
+@functools.lru_cache(maxsize=8)
+def _never_generated(special: SpecialTokens, vocab: int, device: torch.device) -> torch.Tensor | None:
+    """Bool [V], True at the padding rows and banned ids (None if there are none); built once per decoding
+    setup rather than at every step."""
+    never = torch.zeros(vocab, dtype=torch.bool)
+    if special.vocab_limit is not None:
+        never[special.vocab_limit:] = True
+    never[[i for i in special.banned_ids if i < vocab]] = True
+    return never.to(device) if bool(never.any()) else None
+
+
 def _log_probs(logits: torch.Tensor, special: SpecialTokens) -> torch.Tensor:
     """log softmax over the generatable vocabulary, fp32 [R, V]; padding and banned ids get -inf."""
     logits = logits.float()
-    if special.vocab_limit is not None and special.vocab_limit < logits.size(-1):
-        logits = logits.clone()
-        logits[:, special.vocab_limit:] = NEG_INF
-    if special.banned_ids:
-        logits = logits.clone()
-        logits[:, list(special.banned_ids)] = NEG_INF
+    never = _never_generated(special, logits.size(-1), logits.device)
+    if never is not None:
+        logits = logits.masked_fill(never, NEG_INF)  # one pass, a new tensor (the caller's logits unchanged)
     return F.log_softmax(logits, dim=-1)
 
 
@@ -363,7 +375,7 @@ def _greedy_or_sample(decoder, B: int, expand: int, config: GenerationConfig, sp
         logp = _log_probs(logits, special)
         scores = _banned(logp, generated, step, config, special)
         if config.do_sample:
-            shaped = logits / config.temperature
+            shaped = logits / config.temperature if config.temperature != 1.0 else logits  # x / 1 == x
             shaped = shaped.masked_fill(torch.isinf(scores), NEG_INF)
             tok = _sample(_filter_top_k_top_p(shaped, config.top_k, config.top_p), generators)
         else:
@@ -415,6 +427,27 @@ class _Hypotheses:
         return self.items[-1][0] >= best_running / (length ** self.length_penalty)
 
 
+def _beam_candidates(beam_scores: torch.Tensor, scores: torch.Tensor, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``2 nb`` best (beam, token) pairs of each batch row by ``beam_scores[r] + scores[r, v]`` (fp64).
+
+    ``beam_scores`` [B*nb] fp64, ``scores`` [B*nb, V] -> (scores [B, 2nb] fp64, ``beam * V + token`` [B, 2nb]),
+    best first. The best pairs of a row are among each beam's own ``2 nb`` best tokens (adding the beam's score
+    keeps the order of its tokens), so only those are summed and ranked, not all V per beam. Equal scores
+    among them rank by ``beam * V + token``, lowest first, so a row's choice does not depend on what else is
+    in the batch (only a tie at a beam's ``2 nb``-th place is left to ``topk``, which works per row).
+    """
+    R, V = scores.shape
+    B = R // nb
+    k = min(2 * nb, V)
+    beam_top, beam_tok = scores.topk(k, dim=1)  # [R, k]
+    cand = (beam_scores.view(R, 1) + beam_top.double()).view(B, nb * k)
+    flat = (torch.arange(nb, device=scores.device).view(1, nb, 1) * V + beam_tok.view(B, nb, k)).view(B, nb * k)
+    by_index = flat.argsort(dim=1)
+    cand, flat = cand.gather(1, by_index), flat.gather(1, by_index)
+    best = cand.argsort(dim=1, descending=True, stable=True)[:, :2 * nb]  # [B, min(2nb, nb*k)]
+    return cand.gather(1, best), flat.gather(1, best)
+
+
 def _beam_search(decoder, B: int, config: GenerationConfig, special: SpecialTokens,
                  device, stop_sync: StopSync | None = None) -> list[list[GenerationResult]]:
     nb = config.num_beams
@@ -430,8 +463,7 @@ def _beam_search(decoder, B: int, config: GenerationConfig, special: SpecialToke
         logits = decoder.logits(generated)
         scores = _banned(_log_probs(logits, special), generated, step, config, special)  # [R, V]
         V = scores.size(-1)
-        cand = (beam_scores.view(R, 1) + scores.double()).view(B, nb * V)
-        top_s, top_i = cand.topk(min(2 * nb, nb * V), dim=1)
+        top_s, top_i = _beam_candidates(beam_scores, scores, nb)
         top_s, top_i = top_s.tolist(), top_i.tolist()
         gen_list = generated.tolist()
         next_scores, next_tokens, next_src = [], [], []

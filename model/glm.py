@@ -79,6 +79,18 @@ class LayerKVCache:
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def reorder_(self, batch_index: torch.Tensor, start: int) -> None:
+        """In place, positions ``start..length`` of row i become those of row ``batch_index[i]``.
+
+        Rows that ``batch_index`` maps onto each other must already agree on the positions before ``start``
+        (beams of one context share its keys/values): only the positions after it are copied.
+        """
+        if self.k is None or self.length <= start:
+            return
+        idx = batch_index.to(self.k.device)
+        self.k[:, :, start:self.length] = self.k[idx, :, start:self.length]
+        self.v[:, :, start:self.length] = self.v[idx, :, start:self.length]
+
 
 @dataclass
 class KVCache:
@@ -113,6 +125,12 @@ class KVCache:
             layers.append(LayerKVCache(c.k.index_select(0, idx), c.v.index_select(0, idx), c.length,
                                        c.capacity_hint))
         return KVCache(self.num_layers, self.capacity, layers)
+
+    def reorder_(self, batch_index: torch.Tensor, start: int) -> None:
+        """``select(batch_index)`` in place for rows that agree on the positions before ``start``: a beam
+        step copies the generated positions only, not the shared context."""
+        for c in self.layers:
+            c.reorder_(batch_index, start)
 
 
 class SelfAttention(nn.Module):
@@ -301,6 +319,11 @@ class GLMModel(nn.Module):
     holding every layer's keys/values of M earlier positions; it is extended in place by this call's L
     positions, so incremental decoding feeds one new position per step. Initialisation is drawn from a CPU generator seeded with
     ``init_seed`` (or ``generator``), identically for every TP size.
+    ``logit_mask``: optional bool [B, L]; the output projection then runs on the True positions only and
+    the logits are [N, V/p] (N = number of True entries, in row-major order, as ``x[logit_mask]``): the
+    positions a loss scores (``loss_mask != 0``), one position per row for cloze scoring or the last step
+    of decoding, or none (all False) when only the KV cache is wanted. Each row of logits is
+    ``LN_f(h)[b, i] @ E^T``, the same as the full computation's row; the skipped positions cost nothing.
     """
 
     def __init__(self, config: GLMConfig, parallel_state: ParallelState | None = None, init_seed: int = 1234,
@@ -319,14 +342,21 @@ class GLMModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 mems: list[torch.Tensor] | None = None,
-                return_memory: bool = False, kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                return_memory: bool = False, kv_cache: KVCache | None = None,
+                logit_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         emb = self.word_embeddings(input_ids)  # [B, L, h]
         if kv_cache is None:
             hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory)
         else:
             hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory, kv_cache)
+        if logit_mask is not None:
+            if logit_mask.shape != hidden.shape[:2]:
+                raise ValueError(f"logit_mask has shape {tuple(logit_mask.shape)}; expected bool "
+                                 f"{tuple(hidden.shape[:2])} (batch, sequence) like input_ids")
+            # Only the scored positions reach the vocabulary projection (and its gradient): [N, h].
+            hidden = hidden[logit_mask.to(hidden.device, torch.bool)]
         hidden = copy_to_tensor_parallel_region(hidden, self.state)
-        logits = F.linear(hidden, self.word_embeddings.weight)  # [B, L, V/p]
+        logits = F.linear(hidden, self.word_embeddings.weight)  # [B, L, V/p] ([N, V/p] with logit_mask)
         if not self.config.parallel_output:
             logits = gather_from_tensor_parallel_region(logits, self.state)  # [B, L, V]
         return logits, new_mems
@@ -336,9 +366,18 @@ def glm_lm_loss(logits: torch.Tensor, target: torch.Tensor, loss_mask: torch.Ten
                 parallel_state: ParallelState | None = None) -> torch.Tensor:
     """sum(CE * loss_mask) / sum(loss_mask), CE from vocab-parallel logits [B, L, V/p] in fp32.
 
-    Returns 0 (with a graph) when the mask is empty.
+    ``logits`` may also be [N, V/p], one row per nonzero of ``loss_mask`` (from ``GLMModel(...,
+    logit_mask=loss_mask != 0)``): the zero-weight positions, which add nothing to either sum, are then
+    never computed. Returns 0 (with a graph) when the mask is empty.
     """
     state = parallel_state or ParallelState.single()
+    if logits.dim() == 2:
+        loss_mask = loss_mask.reshape(target.shape)
+        scored = loss_mask != 0
+        if logits.size(0) != int(scored.sum()):
+            raise ValueError(f"logits have {logits.size(0)} rows but loss_mask has {int(scored.sum())} nonzero "
+                             f"entries; pass logit_mask=loss_mask != 0 to the model")
+        target, loss_mask = target[scored], loss_mask[scored]  # [N]
     losses = vocab_parallel_cross_entropy(logits.float(), target, state)  # [B, L]
     mask = loss_mask.reshape(losses.shape).float()
     total = mask.sum()

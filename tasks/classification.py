@@ -28,11 +28,12 @@ MASK = object()  # the blank's place in a pattern
 
 
 def cloze_scores(logits: torch.Tensor, index: torch.Tensor, label_ids: torch.Tensor, ps) -> torch.Tensor:
-    """Scores [B, C] = ``logits[b, index[b], label_ids[c]]`` from vocab-parallel logits [B, L, V/p] (fp32)."""
+    """Scores [B, C] = ``logits[b, index[b], label_ids[c]]`` from vocab-parallel logits [B, L, V/p] (fp32),
+    or from [B, V/p] already taken at ``index`` (``GLMModel(..., logit_mask=at_index(...))``)."""
     from mpu.mappings import reduce_from_tensor_parallel_region
 
     b = torch.arange(logits.size(0), device=logits.device)
-    at = logits[b, index].float()  # [B, V/p]
+    at = (logits if logits.dim() == 2 else logits[b, index]).float()  # [B, V/p]
     if ps.tp_size == 1:
         return at[:, label_ids]  # [B, C]
     part = at.size(-1)
@@ -158,8 +159,11 @@ class ClozeClassificationTask(Task):
 
     # model --------------------------------------------------------------------------------------
     def scores(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
-        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"])  # [B, L, V/p]
-        return cloze_scores(logits, batch["attention_mask"], self.label_ids.to(logits.device), ps)
+        text, sep = batch["text"], batch["attention_mask"]
+        at_sop = torch.zeros_like(text, dtype=torch.bool)
+        at_sop[torch.arange(text.size(0), device=text.device), sep] = True  # the one scored position per row
+        logits, _ = engine(text, batch["position_id"], sep, logit_mask=at_sop)  # [B, V/p]
+        return cloze_scores(logits, sep, self.label_ids.to(logits.device), ps)
 
     def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(self.scores(engine, batch, ps), batch["label"])

@@ -117,12 +117,13 @@ class GenerationTask(Task):
     def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
         from mpu.cross_entropy import vocab_parallel_smoothed_cross_entropy
 
-        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"])  # [B, L, V/p]
         labels = batch["labels"]  # [B, L], -100 off target
         mask = labels >= 0
-        per_token = vocab_parallel_smoothed_cross_entropy(logits.float(), labels.clamp(min=0),
-                                                          self.label_smoothing, ps)  # [B, L]
-        return (per_token * mask).sum() / mask.sum().clamp(min=1)
+        # Logits of the target positions only: [N, V/p].
+        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"], logit_mask=mask)
+        per_token = vocab_parallel_smoothed_cross_entropy(logits.float(), labels[mask],
+                                                          self.label_smoothing, ps)  # [N]
+        return per_token.sum() / mask.sum().clamp(min=1)
 
     def predict(self, engine, batch: dict[str, Any], ps) -> list[tuple[str, float]]:
         """``(generated text, score)`` per sample (beam score: sum log p / len**length_penalty)."""
