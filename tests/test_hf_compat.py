@@ -299,8 +299,9 @@ def test_transformers_gives_this_projects_logits_and_blanks(tmp_path, monkeypatc
 @pytest.mark.slow
 def test_finetune_from_a_hub_folder_equals_finetune_from_the_same_weights(tmp_path) -> None:
     """finetune_glm --load-pretrained HUB (config and tokenizer from the folder) trains and scores exactly as
-    from this project's checkpoint of the same weights (losses and per-language predictions); --seq-length 96
-    beyond the folder's 32 positions extends the position tables in both the same way."""
+    from this project's checkpoint of the same weights (losses and per-language predictions);
+    --max-position-embeddings 96 beyond the folder's 32 positions (asked for explicitly: positions never grow
+    silently) extends the position tables in both the same way."""
     from conftest import SAMPLE
 
     import finetune_glm
@@ -312,7 +313,8 @@ def test_finetune_from_a_hub_folder_equals_finetune_from_the_same_weights(tmp_pa
     for name, src in (("hub", hub), ("ours", ours)):
         results[name] = finetune_glm.main([
             "--task", "xnli", "--data-dir", str(SAMPLE / "tasks/xnli/xtreme"), "--load-pretrained", str(src),
-            "--epochs", "1", "--batch-size", "8", "--seq-length", "96", "--device", "cpu", "--save",
+            "--epochs", "1", "--batch-size", "8", "--seq-length", "96", "--max-position-embeddings", "96",
+            "--device", "cpu", "--save",
             str(tmp_path / f"ft-{name}"), "--seed", "3"])
     assert results["hub"]["train_losses"] == results["ours"]["train_losses"]
     assert results["hub"]["dev"] == results["ours"]["dev"] and len(results["hub"]["dev"]) > 3
