@@ -293,12 +293,15 @@ def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeyp
 
     def checked_loss(logits, target, loss_mask, ps=None):
         loss = real_loss(logits, target, loss_mask, ps)
-        # Independent reference (TP 1: full vocabulary): token cross entropy averaged over loss tokens.
+        # Independent reference (TP 1: full vocabulary): token cross entropy averaged over loss tokens; the
+        # logits are those of the loss tokens only ([N, V], row-major).
         with torch.no_grad():
-            ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
-            m = loss_mask.flatten().float()
+            scored = loss_mask != 0
+            assert logits.dim() == 2 and logits.shape[0] == int(scored.sum())
+            ce = F.cross_entropy(logits.float(), target[scored], reduction="none")
+            m = loss_mask[scored].float()
             assert abs(float(loss.detach()) - float((ce * m).sum() / m.sum())) < 1e-4
-        rows.append(logits.shape[0])
+        rows.append(target.shape[0])
         return loss
 
     monkeypatch.setattr(glm, "glm_lm_loss", checked_loss)
