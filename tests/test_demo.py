@@ -4,6 +4,7 @@ tokenizer is the bundled one, and the XNLI finetune starts from the checkpoint t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_TOKENIZER
@@ -66,3 +67,10 @@ def test_demo_end_to_end_short(tmp_path, capfd):
     assert r["blank_filling"]["fills"] == rows
     assert "What this model can and cannot do" in text
     assert json.loads((out / "results.json").read_text())["finetune_xnli"]["dev"] == results["dev"]
+    # 6. plots of both runs: PNG files (signature checked), training curves of the pretraining run and the
+    # per-language score bars of the finetuning run
+    names = {(Path(p).parent.name, Path(p).name) for p in r["plots"]}
+    assert {("pretrain", "training.png"), ("finetune-xnli", "scores.png")} <= names
+    for p in r["plots"]:
+        data = Path(p).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -154,6 +154,22 @@ def step_fill(out: Path, checkpoint: str, iters: int, valid_loss: float) -> dict
     return {"prompts": str(prompts), "output": str(fills), "fills": rows}
 
 
+def step_plots(out: Path, runs: list[str]) -> list[str]:
+    """PNGs of both runs (tools/plot.py): loss per objective and lr, validation, per-language scores."""
+    from tools.plot import plot_run
+
+    print("== 6. plots of both runs: tools/plot.py", flush=True)
+    written = []
+    for run in runs:
+        try:
+            written += [str(p) for p in plot_run(run, out / "plots" / Path(run).name)]
+        except ValueError as e:  # matplotlib is optional: the demo completes without it, and says so
+            print(f"   skipped: {e}")
+            return written
+    print("   " + "\n   ".join(written))
+    return written
+
+
 def main(argv: list[str] | None = None) -> dict:
     from training.arguments import DefaultsHelpFormatter
 
@@ -169,8 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     pretrain = step_pretrain(out, store, a.pretrain_iters)
     finetune = step_finetune(out, pretrain["checkpoint"], model, a.finetune_epochs)
     fill = step_fill(out, pretrain["checkpoint"], a.pretrain_iters, pretrain["valid"].get("loss", float("nan")))
+    plots = step_plots(out, [pretrain["checkpoint"], finetune["save"]])
     results = {"tokenizer": str(model), "store": str(store), "pretrain": pretrain, "finetune_xnli": finetune,
-               "blank_filling": fill}
+               "blank_filling": fill, "plots": plots}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"== done; results in {out / 'results.json'}")
     return results
