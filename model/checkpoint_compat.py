@@ -99,7 +99,8 @@ def _glm_rules(num_layers: int, block_position_encoding: bool) -> dict[str, tupl
     # table alone: a tiny TP=1 model has them all.
     config = GLMConfig(num_layers=num_layers, vocab_size=8, hidden_size=8, num_attention_heads=1,
                        max_sequence_length=4, block_position_encoding=block_position_encoding)
-    return partition_rules(GLMModel(config))
+    with torch.random.fork_rng(devices=[]):  # nn.Embedding's own init draws from the global generator
+        return partition_rules(GLMModel(config))
 
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -109,9 +110,9 @@ def glm_partition_rules(keys: Iterable[str]) -> dict[str, tuple[int, int] | None
     """The rules of a TP=1 ``GLMModel`` whose state dict has ``keys`` (GLM or SAT names): used where no model
     is at hand (``tools/change_mp.py``, a ZeRO-3 or hub state dict before a model exists)."""
     glm_keys = [SAT_TO_GLM.get(k, k) for k in keys]
-    num_layers = 1 + max((int(m.group(1)) for k in glm_keys if (m := _LAYER_INDEX.search(k))), default=-1)
+    num_layers = 1 + max((int(m.group(1)) for k in glm_keys if (m := _LAYER_INDEX.search(k))), default=0)
     block = "transformer.block_position_embeddings.weight" in glm_keys
-    return _glm_rules(num_layers, block)
+    return dict(_glm_rules(num_layers, block))  # a copy: the cached one must not change
 
 
 def _rule(rules: PartitionRules, name: str) -> tuple[int, int] | None:
@@ -158,6 +159,12 @@ def merge_state_dicts(shards: list[Mapping], rules: PartitionRules | None = None
     for name in keys:
         t = shards[0][name]
         rule = _rule(rules, name) if torch.is_tensor(t) else None
+        if rule is None and torch.is_tensor(t) and SAT_TO_GLM.get(name, name) not in rules:
+            # Not the model's: its split is unknown, so keeping rank 0's copy is right only for a replica.
+            for r, s in enumerate(shards[1:], start=1):
+                if not (torch.is_tensor(s[name]) and s[name].shape == t.shape and torch.equal(s[name], t)):
+                    raise ValueError(f"merge_state_dicts: key {name!r} is not a parameter of the model and "
+                                     f"differs between TP shard 0 and shard {r}; expected a replica")
         if rule is None or len(shards) == 1:
             out[name] = t.clone() if torch.is_tensor(t) else t
         else:

@@ -324,7 +324,12 @@ def test_parameter_tags_shard_like_a_tp2_model(block: bool) -> None:
     rules = partition_rules(full_model)
     full = full_model.state_dict()
     assert rules.keys() == full.keys()
+    import model.checkpoint_compat as compat
+
+    compat._glm_rules.cache_clear()  # so that the tiny model is built here
+    before = torch.random.get_rng_state()
     assert glm_partition_rules(full.keys()) == rules  # the tiny-model rules used where no model is at hand
+    assert torch.equal(torch.random.get_rng_state(), before)  # building the tiny model draws nothing global
     assert glm_partition_rules(to_sat_layout(full).keys()) == rules
     for name in full:
         assert rules[name] == _glm_layout_by_name(name), name
@@ -341,6 +346,22 @@ def test_parameter_tags_shard_like_a_tp2_model(block: bool) -> None:
     # SAT names shard the same way (the rules are looked up under the GLM name).
     sat = shard_state_dict(to_sat_layout(full), 2, 1)
     assert torch.equal(sat["transformer.word_embeddings.weight"], full["word_embeddings.weight"][256:])
+
+
+def test_merge_keeps_an_unknown_replica_and_refuses_an_unknown_split() -> None:
+    full = GLMModel(GLMConfig(**TINY)).state_dict()
+    shards = [shard_state_dict(full, 2, r) for r in range(2)]
+    for r, s in enumerate(shards):
+        s["extra.same"] = torch.ones(3)
+        s["extra.split"] = torch.full((2,), float(r))
+    with pytest.raises(ValueError, match="'extra.split' is not a parameter of the model and differs between TP "
+                                         "shard 0 and shard 1"):
+        merge_state_dicts(shards)
+    for s in shards:
+        del s["extra.split"]
+    merged = merge_state_dicts(shards)
+    assert torch.equal(merged["extra.same"], torch.ones(3))
+    assert torch.equal(merged["word_embeddings.weight"], full["word_embeddings.weight"])
 
 
 def test_sharded_parameter_without_dimension_is_an_error() -> None:
