@@ -229,7 +229,7 @@ def run(cfg: FinetuneConfig) -> dict:
             log.info(f"{train_iters} steps ({steps_per_epoch} per epoch, global batch {batches.global_batch}), "
                      f"dev every {eval_interval} steps, selecting on {select_on}")
             loop_cfg = LoopConfig(train_iters=train_iters, grad_accum=gas, log_interval=t.log_interval,
-                                  eval_interval=eval_interval, save_interval=save_interval, save=t.save,
+                                  eval_interval=eval_interval, save_interval=save_interval,
                                   exit_signal_save=t.exit_signal_save, tokens_per_sample=f.seq_length,
                                   progress=sys.stderr.isatty(), objectives=("task",))
             state = train(engine, ps, loop_cfg, state, schedule, loss_fn, train_batches, save_fn, eval_fn, writer,

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(cfg: PretrainConfig) -> dict:
-    from data_utils.blank_infilling import BlankInfillingCollator, BlankInfillingConfig
+    from data_utils.blank_infilling import MODES, BlankInfillingCollator, BlankInfillingConfig
     from data_utils.corpus import open_stores
     from data_utils.datasets import BlockDataset, BlockDatasetConfig
     from data_utils.samplers import build_pretrain_loader
@@ -259,15 +259,15 @@ def run(cfg: PretrainConfig) -> dict:
             def eval_fn(step: int) -> dict[str, float]:
                 # The same eval_iters batches every time, so validation losses are comparable across steps.
                 engine.eval()
-                sums = torch.zeros(4)  # total, bert, sentence, gpt
-                counts = torch.zeros(4)
+                sums = torch.zeros(1 + len(MODES))  # total, then each objective
+                counts = torch.zeros(1 + len(MODES))
                 valid_batches = iter(build_pretrain_loader(valid_ds, collator, global_batch_size=t.batch_size * ps.dp_size,
                                                            dp_rank=ps.dp_rank, dp_world_size=ps.dp_size, seed=t.seed + 1))
                 with torch.no_grad():
                     for _ in range(t.eval_iters):
                         batch = next(valid_batches)
                         loss, mode = loss_fn(engine, batch)
-                        j = 1 + ("bert", "sentence", "gpt").index(mode)
+                        j = 1 + MODES.index(mode)
                         sums[0] += loss.float().cpu()
                         sums[j] += loss.float().cpu()
                         counts[0] += 1
@@ -278,7 +278,7 @@ def run(cfg: PretrainConfig) -> dict:
                     dist.all_reduce(sums, group=ps.dp_group)
                     dist.all_reduce(counts, group=ps.dp_group)
                 out = {}
-                for j, name in enumerate(("loss", "loss_bert", "loss_sentence", "loss_gpt")):
+                for j, name in enumerate(("loss", *(f"loss_{m}" for m in MODES))):
                     if counts[j] > 0:
                         v = float(sums[j] / counts[j])
                         out[name] = v
@@ -301,7 +301,7 @@ def run(cfg: PretrainConfig) -> dict:
         peak = _peak_flops(device)
         loop_cfg = LoopConfig(
             train_iters=t.train_iters, grad_accum=gas, log_interval=t.log_interval, eval_interval=t.eval_interval,
-            save_interval=t.save_interval, save=t.save, exit_signal_save=t.exit_signal_save,
+            save_interval=t.save_interval, exit_signal_save=t.exit_signal_save,
             tokens_per_sample=d.seq_length, flops_per_token=model_flops_per_token(model_config, d.seq_length),
             peak_flops=peak, progress=sys.stderr.isatty(),
         )

@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 def main(argv: list[str] | None = None) -> dict:
     import numpy as np
 
-    from data_utils.blank_infilling import BlankInfillingCollator, BlankInfillingConfig
+    from data_utils.blank_infilling import MODES, BlankInfillingCollator, BlankInfillingConfig
     from data_utils.corpus import open_stores, preprocess
     from data_utils.datasets import BlockDataset, BlockDatasetConfig
     from data_utils.sentence_end import SentenceEnds
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         col = BlankInfillingCollator.from_tokenizer(BlankInfillingConfig(), tok, ends)
         coll = {}
-        for mode in ("bert", "sentence", "gpt", None):
+        for mode in (*MODES, None):
             rng = np.random.default_rng(0)
             t0 = time.perf_counter()
             for b in range(a.batches):

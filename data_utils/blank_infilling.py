@@ -61,7 +61,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("bert", "sentence", "gpt")
+MODES = ("bert", "sentence", "gpt")  # the pretraining objectives; the one list of their names (loss logging,
+# validation and tools/plot.py report ``loss_<mode>`` for each)
 
 
 @dataclass(frozen=True)

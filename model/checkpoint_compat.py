@@ -2,17 +2,23 @@
 
 Our keys are GLM's (``modeling_glm.py``). SAT differs in two keys (``SAT_TO_GLM``); its position table has
 ``max_sequence_length`` rows where GLM has ``max_sequence_length + 1`` (mGLM: 1025 in both).
-TP layout (GLM ``mpu/layers.py``): QKV 3-way interleaved on dim 0; word embeddings and h_to_4h (weight and bias)
-on dim 0; attention dense and 4h_to_h weights on dim 1; everything else replicated.
+TP layout: each parameter's split dimension and stride are tags set by the layer that creates it
+(``mpu.layers.set_partition``; GLM's layout: QKV 3-way interleaved on dim 0; word embeddings and h_to_4h
+(weight and bias) on dim 0; attention dense and 4h_to_h weights on dim 1; everything else replicated).
+Resharding reads them from a model (``partition_rules``) or from a tiny TP=1 GLM with the same keys
+(``glm_partition_rules``), never from key names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import re
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from mpu.layers import partition_of
 from mpu.utils import strided_merge, strided_slice
 
 SAT_TO_GLM = {
@@ -73,24 +79,61 @@ def load_glm_state_dict(model: nn.Module, state_dict: Mapping, strict: bool = Tr
     model.load_state_dict(sd, strict=strict)
 
 
-def partition_rule(name: str, ndim: int) -> tuple[int, int] | None:
-    """(dim, stride) along which parameter ``name`` is split across TP ranks, or None if replicated."""
-    if "query_key_value" in name:
-        return 0, 3
-    if name.endswith("word_embeddings.weight") or "dense_h_to_4h" in name:
-        return 0, 1
-    if ndim == 2 and (name.endswith("attention.dense.weight") or name.endswith("dense_4h_to_h.weight")):
-        return 1, 1
-    return None
+PartitionRules = Mapping[str, tuple[int, int] | None]
 
 
-def shard_state_dict(full: Mapping, tp_size: int, tp_rank: int) -> dict[str, torch.Tensor]:
-    """This TP rank's state dict from the full (TP=1) one, GLM or SAT key names."""
+def partition_rules(model: nn.Module) -> dict[str, tuple[int, int] | None]:
+    """State-dict key -> (dim, stride) of its TP split, or None (replicated), read from the tags that
+    ``mpu.layers`` puts on each parameter (``mpu.layers.partition_of``). Buffers are replicated. The tags do
+    not depend on the TP size, so a model at any TP size gives the same rules."""
+    return {name: partition_of(t) if isinstance(t, nn.Parameter) else None
+            for name, t in model.state_dict(keep_vars=True).items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _glm_rules(num_layers: int, block_position_encoding: bool) -> dict[str, tuple[int, int] | None]:
+    from model.config import GLMConfig
+    from model.glm import GLMModel
+
+    # Only the parameter names and tags matter, and they depend on the layer count and the block position
+    # table alone: a tiny TP=1 model has them all.
+    config = GLMConfig(num_layers=num_layers, vocab_size=8, hidden_size=8, num_attention_heads=1,
+                       max_sequence_length=4, block_position_encoding=block_position_encoding)
+    with torch.random.fork_rng(devices=[]):  # nn.Embedding's own init draws from the global generator
+        return partition_rules(GLMModel(config))
+
+
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def glm_partition_rules(keys: Iterable[str]) -> dict[str, tuple[int, int] | None]:
+    """The rules of a TP=1 ``GLMModel`` whose state dict has ``keys`` (GLM or SAT names): used where no model
+    is at hand (``tools/change_mp.py``, a ZeRO-3 or hub state dict before a model exists)."""
+    glm_keys = [SAT_TO_GLM.get(k, k) for k in keys]
+    num_layers = 1 + max((int(m.group(1)) for k in glm_keys if (m := _LAYER_INDEX.search(k))), default=0)
+    block = "transformer.block_position_embeddings.weight" in glm_keys
+    return dict(_glm_rules(num_layers, block))  # a copy: the cached one must not change
+
+
+def _rule(rules: PartitionRules, name: str) -> tuple[int, int] | None:
+    """The rule of ``name`` (GLM or SAT key); a key the model does not have is kept whole (strict loading
+    reports it)."""
+    return rules.get(SAT_TO_GLM.get(name, name))
+
+
+def shard_state_dict(full: Mapping, tp_size: int, tp_rank: int,
+                     rules: PartitionRules | None = None) -> dict[str, torch.Tensor]:
+    """This TP rank's state dict from the full (TP=1) one, GLM or SAT key names.
+
+    ``rules``: ``partition_rules(model)`` of the model it is for (default: ``glm_partition_rules`` of the keys).
+    """
     if tp_size < 1 or not 0 <= tp_rank < tp_size:
         raise ValueError(f"invalid tp_rank={tp_rank} for tp_size={tp_size}")
+    if rules is None:
+        rules = glm_partition_rules(full.keys())
     out = {}
     for name, t in full.items():
-        rule = partition_rule(name, t.dim()) if torch.is_tensor(t) else None
+        rule = _rule(rules, name) if torch.is_tensor(t) else None
         if rule is None or tp_size == 1:
             out[name] = t.clone() if torch.is_tensor(t) else t
             continue
@@ -102,18 +145,26 @@ def shard_state_dict(full: Mapping, tp_size: int, tp_rank: int) -> dict[str, tor
     return out
 
 
-def merge_state_dicts(shards: list[Mapping]) -> dict[str, torch.Tensor]:
-    """Full state dict from every TP rank's state dict (rank order)."""
+def merge_state_dicts(shards: list[Mapping], rules: PartitionRules | None = None) -> dict[str, torch.Tensor]:
+    """Full state dict from every TP rank's state dict (rank order); ``rules`` as in ``shard_state_dict``."""
     if not shards:
         raise ValueError("merge_state_dicts: no shards given")
     keys = list(shards[0].keys())
+    if rules is None:
+        rules = glm_partition_rules(keys)
     for r, s in enumerate(shards[1:], start=1):
         if list(s.keys()) != keys:
             raise ValueError(f"merge_state_dicts: shard {r} has different keys than shard 0")
     out = {}
     for name in keys:
         t = shards[0][name]
-        rule = partition_rule(name, t.dim()) if torch.is_tensor(t) else None
+        rule = _rule(rules, name) if torch.is_tensor(t) else None
+        if rule is None and torch.is_tensor(t) and SAT_TO_GLM.get(name, name) not in rules:
+            # Not the model's: its split is unknown, so keeping rank 0's copy is right only for a replica.
+            for r, s in enumerate(shards[1:], start=1):
+                if not (torch.is_tensor(s[name]) and s[name].shape == t.shape and torch.equal(s[name], t)):
+                    raise ValueError(f"merge_state_dicts: key {name!r} is not a parameter of the model and "
+                                     f"differs between TP shard 0 and shard {r}; expected a replica")
         if rule is None or len(shards) == 1:
             out[name] = t.clone() if torch.is_tensor(t) else t
         else:
@@ -121,7 +172,8 @@ def merge_state_dicts(shards: list[Mapping]) -> dict[str, torch.Tensor]:
     return out
 
 
-def reshard_state_dicts(shards: list[Mapping], target_tp: int) -> list[dict[str, torch.Tensor]]:
+def reshard_state_dicts(shards: list[Mapping], target_tp: int,
+                        rules: PartitionRules | None = None) -> list[dict[str, torch.Tensor]]:
     """Re-split ``len(shards)``-way state dicts into ``target_tp`` ways."""
-    full = merge_state_dicts(shards)
-    return [shard_state_dict(full, target_tp, r) for r in range(target_tp)]
+    full = merge_state_dicts(shards, rules)
+    return [shard_state_dict(full, target_tp, r, rules) for r in range(target_tp)]

@@ -14,8 +14,9 @@ with the ``glm.`` prefix of ``GLMForConditionalGeneration`` (a bare ``GLMModel``
 The hub's ``query_key_value`` is one ``Linear(h, 3h)`` whose output is split into contiguous thirds
 (q, k, v), each third head-major (head i = rows i*D..(i+1)*D). Our full (TP=1) weight is the same tensor:
 ``SelfAttention`` views the output as [3, n, D]. Under TP the rank-r shard is the strided slice
-``[Q_r; K_r; V_r]`` (``checkpoint_compat.partition_rule``), so a hub tensor is this project's TP=1 tensor
-and a TP>1 load is ``shard_state_dict(full, tp, rank)``, an export ``merge_state_dicts(shards)``.
+``[Q_r; K_r; V_r]`` (the stride-3 tag ``mpu.layers`` puts on the parameter), so a hub tensor is this project's
+TP=1 tensor and a TP>1 load is ``shard_state_dict(full, tp, rank, partition_rules(model))``; an export loads
+every shard into a TP=1 model (``training.checkpoint.load_pretrained``, which merges them).
 
 Weights are read only through ``torch.load(..., weights_only=True)`` or the safetensors library: a hub
 folder is downloaded data, never trusted code.
@@ -278,7 +279,7 @@ def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_
 
     The model must have been built from the folder's config (``hub_meta``), position tables possibly longer;
     any other missing or unexpected key or shape is a ValueError listing all of them."""
-    from model.checkpoint_compat import load_glm_state_dict, shard_state_dict
+    from model.checkpoint_compat import load_glm_state_dict, partition_rules, shard_state_dict
 
     p = Path(folder)
     full = read_hub_state_dict(p)
@@ -289,7 +290,7 @@ def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_
         # keep their initialisation (GLM's load_pretrained; training.checkpoint does the same for other layouts).
         if have is not None and want is not None and have.shape[1:] == want.shape[1:] and len(have) < len(want):
             full[name] = torch.cat([have, want[len(have):].detach().cpu()])
-    sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank)
+    sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank, partition_rules(model))
     load_glm_state_dict(model, sd, strict=True, source=f"{p} (hub layout)")
     return f"{p} (Hugging Face hub layout)"
 

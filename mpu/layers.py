@@ -2,7 +2,11 @@
 
 Initialisation is independent of the TP size: the full ("master") weight is drawn on CPU from the given
 seeded ``torch.Generator`` and each rank keeps its slice, so a TP model's shards are slices of the TP=1 model.
-Sharded parameters carry ``model_parallel = True``; replicated ones ``False`` (used by ``clip_grad_norm``).
+Every parameter a layer here creates carries its sharding rule (Megatron-Core's tags): ``model_parallel``
+(True: each TP rank holds a slice; False: a full replica, counted once by ``clip_grad_norm``),
+``partition_dim`` (the dimension it is split along, -1 when replicated) and ``partition_stride`` (Megatron's
+strided layout, see ``mpu.utils.strided_slice``). Resharding and strict loading read the rule back with
+:func:`partition_of`; no other code re-derives it.
 """
 
 from __future__ import annotations
@@ -40,8 +44,24 @@ def scaled_normal_init(std: float, num_layers: int) -> InitMethod:
     return normal_init(std / math.sqrt(2.0 * num_layers))
 
 
-def set_model_parallel(param: torch.Tensor, value: bool) -> None:
-    param.model_parallel = value
+def set_partition(param: torch.Tensor, dim: int | None, stride: int = 1) -> None:
+    """Tag ``param`` with its sharding rule: split along ``dim`` with ``stride``, or replicated (``dim`` None)."""
+    param.model_parallel = dim is not None
+    param.partition_dim = -1 if dim is None else dim
+    param.partition_stride = stride
+
+
+def partition_of(param: torch.Tensor) -> tuple[int, int] | None:
+    """(dim, stride) along which ``param`` is split across TP ranks, or None when it is replicated.
+
+    Parameters created outside this module (LayerNorm, position tables) carry only ``model_parallel = False``
+    or nothing: replicated. A sharded parameter without a dimension is a bug in the layer that made it."""
+    if not getattr(param, "model_parallel", False):
+        return None
+    dim = getattr(param, "partition_dim", -1)
+    if dim < 0:
+        raise ValueError(f"parameter of shape {tuple(param.shape)} is tagged model_parallel but has no partition_dim")
+    return dim, getattr(param, "partition_stride", 1)
 
 
 def _init_sharded(weight: torch.Tensor, full_shape: tuple[int, ...], partition_dim: int, state: ParallelState,
@@ -70,7 +90,7 @@ class VocabParallelEmbedding(nn.Module):
         self.per_partition = divide(num_embeddings, self.state.tp_size)
         self.vocab_start, self.vocab_end = vocab_range(self.per_partition, self.state.tp_rank)
         self.weight = nn.Parameter(torch.empty(self.per_partition, embedding_dim, dtype=dtype))
-        set_model_parallel(self.weight, True)
+        set_partition(self.weight, 0)
         init_method = init_method or normal_init(0.02)
         _init_sharded(self.weight, (num_embeddings, embedding_dim), 0, self.state, init_method, generator)
 
@@ -105,12 +125,12 @@ class ColumnParallelLinear(nn.Module):
         self.out_per_partition = divide(out_features, self.state.tp_size)
         divide(out_features, self.state.tp_size * stride)
         self.weight = nn.Parameter(torch.empty(self.out_per_partition, in_features, dtype=dtype))
-        set_model_parallel(self.weight, True)
+        set_partition(self.weight, 0, stride)
         init_method = init_method or normal_init(0.02)
         _init_sharded(self.weight, (out_features, in_features), 0, self.state, init_method, generator, stride)
         if bias:
             self.bias = nn.Parameter(torch.zeros(self.out_per_partition, dtype=dtype))
-            set_model_parallel(self.bias, True)
+            set_partition(self.bias, 0, stride)
         else:
             self.register_parameter("bias", None)
 
@@ -140,12 +160,12 @@ class RowParallelLinear(nn.Module):
         self.input_is_parallel = input_is_parallel
         self.in_per_partition = divide(in_features, self.state.tp_size)
         self.weight = nn.Parameter(torch.empty(out_features, self.in_per_partition, dtype=dtype))
-        set_model_parallel(self.weight, True)
+        set_partition(self.weight, 1, stride)
         init_method = init_method or normal_init(0.02)
         _init_sharded(self.weight, (out_features, in_features), 1, self.state, init_method, generator, stride)
         if bias:
             self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype))
-            set_model_parallel(self.bias, False)
+            set_partition(self.bias, None)
         else:
             self.register_parameter("bias", None)
 

@@ -17,16 +17,6 @@ def divide(numerator: int, denominator: int) -> int:
     return numerator // denominator
 
 
-def split_tensor_along_last_dim(tensor: torch.Tensor, num_partitions: int,
-                                contiguous: bool = False) -> tuple[torch.Tensor, ...]:
-    """Split ``tensor`` into ``num_partitions`` equal chunks along its last dimension."""
-    size = divide(tensor.size(-1), num_partitions)
-    chunks = torch.split(tensor, size, dim=-1)
-    if contiguous:
-        return tuple(c.contiguous() for c in chunks)
-    return chunks
-
-
 def vocab_range(per_partition_vocab_size: int, rank: int) -> tuple[int, int]:
     """Half-open range ``[rank*per, (rank+1)*per)`` of vocabulary ids owned by ``rank``."""
     start = rank * per_partition_vocab_size

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tasks.metrics import aggregate_by_language
+
 
 @dataclass(frozen=True)
 class Example:
@@ -245,9 +247,7 @@ def language_scores(preds: dict[str, list[Any]], examples: dict[str, list[Any]],
         pooled_e += ex
     if not per:
         return {}
-    out: dict[str, Any] = dict(per)
-    names = list(next(iter(per.values())))
-    out["avg"] = {m: sum(v[m] for v in per.values()) / len(per) for m in names}
+    out: dict[str, Any] = aggregate_by_language(per)
     out["pooled"] = dict(metrics(pooled_p, pooled_e))
     return out
 

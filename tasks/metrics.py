@@ -28,6 +28,7 @@ import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TextIO
 
@@ -53,7 +54,8 @@ __all__ = [
     "squad_f1",
     "squad_normalize_answer",
     "token_f1",
-    "validate_squad_dataset",
+    "SquadQuestion",
+    "read_squad_questions",
     "validate_predictions",
 ]
 
@@ -425,11 +427,27 @@ def json_type_name(x: Any) -> str:
     return "null" if x is None else names.get(type(x), type(x).__name__)
 
 
-def validate_squad_dataset(dataset_json: Any, source: str = "dataset") -> list[Any]:
-    """Check SQuAD v1.1 structure and return the ``data`` list; ValueError naming the first bad path.
+@dataclass(frozen=True)
+class SquadQuestion:
+    """One question of a SQuAD-format dataset. ``where``: its JSON path, ``data[i].paragraphs[j].qas[k]``."""
 
-    Expected: ``{"data": [{"paragraphs": [{"qas": [{"id": str, "answers": [{"text": str}, ...]}]}]}]}``
-    (``version``/``title``/``context``/``question`` are not needed for scoring and not checked).
+    qid: str
+    question: Any  # a string unless read with ``scoring`` (the official scripts do not need it)
+    context: Any  # likewise
+    answers: tuple[str, ...]
+    where: str
+
+
+def read_squad_questions(dataset_json: Any, source: str = "dataset", *, scoring: bool = True) -> list[SquadQuestion]:
+    """Every question of a SQuAD-v1.1-format dataset (the loaded file or its ``data`` list), in file order.
+
+    Structure ``{"data": [{"paragraphs": [{"context": str, "qas": [{"id": str, "question": str,
+    "answers": [{"text": str}, ...]}]}]}]}``; the first bad value is a ValueError
+    ``<source>: not a SQuAD-format dataset: at <JSON path> expected <what>, got <JSON type>``.
+    ``scoring`` (the official scripts' view, ``tools/evaluate.py``): ``answers`` must be a non-empty array of
+    ``{"text": str}``; ``context`` and ``question`` are not needed and not checked. Otherwise (a task reading
+    its data, ``tasks.qa``): ``context`` and ``question`` must be strings, ``answers`` may be absent or empty
+    (XTREME strips test answers that way) and an answer may be a bare string.
     """
 
     def fail(path: str, expected: str, got: Any) -> None:
@@ -449,6 +467,7 @@ def validate_squad_dataset(dataset_json: Any, source: str = "dataset") -> list[A
         data, path = dataset_json, "<data>"
     if not isinstance(data, list):
         fail(path, "an array of articles", data)
+    out: list[SquadQuestion] = []
     for i, article in enumerate(data):
         p = f"{path}[{i}]"
         if not isinstance(article, Mapping) or not isinstance(article.get("paragraphs"), list):
@@ -459,20 +478,31 @@ def validate_squad_dataset(dataset_json: Any, source: str = "dataset") -> list[A
             if not isinstance(paragraph, Mapping) or not isinstance(paragraph.get("qas"), list):
                 fail(f"{pp}.qas", "an array of questions",
                      paragraph.get("qas") if isinstance(paragraph, Mapping) else paragraph)
+            context = paragraph.get("context")
+            if not scoring and not isinstance(context, str):
+                fail(f"{pp}.context", "a string", context)
             for k, qa in enumerate(paragraph["qas"]):
                 pq = f"{pp}.qas[{k}]"
                 if not isinstance(qa, Mapping):
                     fail(pq, "a question object", qa)
                 if not isinstance(qa.get("id"), str):
                     fail(f"{pq}.id", "a string", qa.get("id"))
-                answers = qa.get("answers")
-                if not isinstance(answers, list) or not answers:
-                    fail(f"{pq}.answers", "a non-empty array of {\"text\": ...} objects", answers)
+                if not scoring and not isinstance(qa.get("question"), str):
+                    fail(f"{pq}.question", "a string", qa.get("question"))
+                answers = qa.get("answers") if scoring else qa.get("answers", [])
+                if not isinstance(answers, list) or (scoring and not answers):
+                    fail(f"{pq}.answers", ("a non-empty array" if scoring else "an array")
+                         + " of {\"text\": ...} objects", answers)
+                texts = []
                 for m, answer in enumerate(answers):
-                    if not isinstance(answer, Mapping) or not isinstance(answer.get("text"), str):
-                        fail(f"{pq}.answers[{m}].text", "a string",
-                             answer.get("text") if isinstance(answer, Mapping) else answer)
-    return data
+                    if scoring and not isinstance(answer, Mapping):
+                        fail(f"{pq}.answers[{m}].text", "a string", answer)  # the official scripts' message
+                    text = answer.get("text") if isinstance(answer, Mapping) else answer
+                    if not isinstance(text, str):
+                        fail(f"{pq}.answers[{m}].text", "a string", text)
+                    texts.append(text)
+                out.append(SquadQuestion(qa["id"], qa.get("question"), context, tuple(texts), pq))
+    return out
 
 
 def validate_predictions(predictions: Any, source: str = "predictions") -> Mapping[str, str]:
@@ -491,11 +521,8 @@ def validate_predictions(predictions: Any, source: str = "predictions") -> Mappi
 
 
 def _iter_questions(dataset_json: Any, source: str) -> Iterable[tuple[str, list[str]]]:
-    data = validate_squad_dataset(dataset_json, source)
-    for article in data:
-        for paragraph in article["paragraphs"]:
-            for qa in paragraph["qas"]:
-                yield qa["id"], [a["text"] for a in qa["answers"]]
+    for q in read_squad_questions(dataset_json, source):
+        yield q.qid, list(q.answers)
 
 
 def _evaluate_qa(

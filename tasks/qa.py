@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.metrics import read_squad_questions
 from tasks.seq2seq import GenerationTask
 from training.logging import LOGGER_NAME
 
@@ -85,8 +86,9 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     """Questions of a SQuAD-v1.1-format file, in file order.
 
     Structure ``{"data": [{"paragraphs": [{"context": str, "qas": [{"id": str, "question": str,
-    "answers": [{"text": str, ...}]}]}]}]}``; anything else raises ValueError naming the file and the JSON
-    path of the first bad value. ``require_answers`` (training): a question without a non-empty answer is an
+    "answers": [{"text": str, ...}]}]}]}]}``, read by ``tasks.metrics.read_squad_questions`` (the reader
+    ``tools/evaluate.py`` uses too); anything else raises ValueError naming the file and the JSON path of
+    the first bad value. ``require_answers`` (training): a question without a non-empty answer is an
     error. Otherwise a question whose answers are absent or all empty (XTREME strips test answers that way)
     gets ``answers=()``. ``keep_id(qid) -> bool`` selects questions (TyDiQA's all-language train file).
 
@@ -96,61 +98,20 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     questions).
     """
     path = Path(path)
-    obj = load_json(path)
-
-    def bad(where: str, expected: str, got: Any) -> ValueError:
-        from tasks.metrics import json_type_name
-
-        return ValueError(f"{path}: not a SQuAD-format file: at {where} expected {expected}, got "
-                          f"{json_type_name(got)}")
-
-    if not isinstance(obj, dict):
-        raise bad("the top level", 'an object {"version": ..., "data": [...]}', obj)
-    data = obj.get("data")
-    if not isinstance(data, list):
-        raise bad("data", "an array of articles", data)
     out: list[QAExample] = []
     seen: dict[str, list[str]] = {}  # id -> where it occurs (evaluation files only)
-    for i, article in enumerate(data):
-        paragraphs = article.get("paragraphs") if isinstance(article, dict) else article
-        if not isinstance(paragraphs, list):
-            raise bad(f"data[{i}].paragraphs", "an array of paragraphs", paragraphs)
-        for j, para in enumerate(paragraphs):
-            where = f"data[{i}].paragraphs[{j}]"
-            if not isinstance(para, dict):
-                raise bad(where, "a paragraph object", para)
-            context, qas = para.get("context"), para.get("qas")
-            if not isinstance(context, str):
-                raise bad(f"{where}.context", "a string", context)
-            if not isinstance(qas, list):
-                raise bad(f"{where}.qas", "an array of questions", qas)
-            for k, qa in enumerate(qas):
-                w = f"{where}.qas[{k}]"
-                if not isinstance(qa, dict):
-                    raise bad(w, "a question object", qa)
-                qid, question, answers = qa.get("id"), qa.get("question"), qa.get("answers", [])
-                if not isinstance(qid, str):
-                    raise bad(f"{w}.id", "a string", qid)
-                if not isinstance(question, str):
-                    raise bad(f"{w}.question", "a string", question)
-                if not isinstance(answers, list):
-                    raise bad(f"{w}.answers", 'an array of {"text": ...} objects', answers)
-                texts = []
-                for m, a in enumerate(answers):
-                    text = a.get("text") if isinstance(a, dict) else a
-                    if not isinstance(text, str):
-                        raise bad(f"{w}.answers[{m}].text", "a string", text)
-                    texts.append(text)
-                if keep_id is not None and not keep_id(qid):
-                    continue
-                if not require_answers:
-                    seen.setdefault(qid, []).append(w)
-                if not any(t.strip() for t in texts):
-                    if require_answers:
-                        raise ValueError(f"{path}: question {qid!r} at {w} has no answer; every training "
-                                         "question needs one")
-                    texts = []
-                out.append(QAExample(qid, lang, question, context, tuple(texts), f"{path}: {w}"))
+    for q in read_squad_questions(load_json(path), str(path), scoring=False):
+        if keep_id is not None and not keep_id(q.qid):
+            continue
+        texts = q.answers
+        if not require_answers:
+            seen.setdefault(q.qid, []).append(q.where)
+        if not any(t.strip() for t in texts):
+            if require_answers:
+                raise ValueError(f"{path}: question {q.qid!r} at {q.where} has no answer; every training "
+                                 "question needs one")
+            texts = ()
+        out.append(QAExample(q.qid, lang, q.question, q.context, texts, f"{path}: {q.where}"))
     repeated = {qid: ws for qid, ws in seen.items() if len(ws) > 1}
     if repeated:
         shown = "; ".join(f"{qid!r} at {', '.join(ws)}" for qid, ws in list(repeated.items())[:5])

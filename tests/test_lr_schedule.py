@@ -29,11 +29,17 @@ def test_constant_and_no_warmup():
     assert [s(t) for t in range(6)] == [2.0, 1.5, 1.0, 0.5, 0.0, 0.0]
 
 
-def test_apply_sets_param_groups():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    s = LRSchedule(lr=1e-3, decay_iters=10, warmup=0.5)
-    assert s.apply(opt, 1) == pytest.approx(2e-4)
-    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4)
+def test_engine_step_sets_the_scheduled_rate_on_every_group():
+    from mpu import ParallelState
+    from training.engine import TorchEngine
+
+    layer = torch.nn.Linear(2, 1)
+    engine = TorchEngine(layer, [{"params": [layer.weight]}, {"params": [layer.bias], "weight_decay": 0.0}],
+                         ParallelState.single(), lr=1.0)
+    s = LRSchedule(lr=1e-3, decay_iters=10, warmup=0.5)  # W = 5: step 1 -> 1e-3 * 1/5
+    engine.backward(layer(torch.ones(1, 2)).sum())
+    engine.step(s(1))
+    assert [g["lr"] for g in engine.optimizer.param_groups] == pytest.approx([2e-4, 2e-4])
 
 
 @pytest.mark.parametrize("kw, msg", [

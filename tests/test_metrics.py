@@ -147,11 +147,11 @@ def test_squad_evaluate_rejects_non_string_prediction():
 def test_validate_dataset_names_the_broken_path():
     bad = {"data": [{"paragraphs": [{"qas": [{"id": "q1", "answers": "Paris"}]}]}]}
     with pytest.raises(ValueError, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\]\.answers.*got string"):
-        M.validate_squad_dataset(bad, "f.json")
+        M.read_squad_questions(bad, "f.json")
     with pytest.raises(ValueError, match='key "data"'):
-        M.validate_squad_dataset({"version": "1.1"}, "f.json")
+        M.read_squad_questions({"version": "1.1"}, "f.json")
     with pytest.raises(ValueError, match=r"data\[0\]\.paragraphs.*got null"):
-        M.validate_squad_dataset({"data": [{"title": "x"}]}, "f.json")
+        M.read_squad_questions({"data": [{"title": "x"}]}, "f.json")
 
 
 # ------------------------------------------------------------------------------------------------- MLQA

@@ -9,14 +9,17 @@ import torch
 
 from model import GLMConfig, GLMModel, glm_lm_loss, param_groups_for_weight_decay
 from model.checkpoint_compat import (
+    glm_partition_rules,
     load_glm_state_dict,
     merge_state_dicts,
+    partition_rules,
     shard_state_dict,
     to_sat_layout,
 )
 from model.glm import attention_core
 from model.masks import blank_infilling_position_ids, causal_position_ids, sep_attention_mask
 from mpu import ParallelState
+from mpu.layers import partition_of
 from tests.distributed import run_distributed
 
 TINY = dict(num_layers=2, vocab_size=512, hidden_size=32, num_attention_heads=4, max_sequence_length=32,
@@ -299,6 +302,75 @@ def test_shard_merge_roundtrip_1_2_4_1() -> None:
     assert back.keys() == full.keys()
     for k in full:
         assert torch.equal(back[k], full[k]), k
+
+
+def _glm_layout_by_name(name: str) -> tuple[int, int] | None:
+    """GLM's TP layout written out by key name (GLM ``mpu/layers.py``), the reference for the parameter tags."""
+    if "query_key_value" in name:
+        return 0, 3
+    if name.endswith("word_embeddings.weight") or "dense_h_to_4h" in name:
+        return 0, 1
+    if name.endswith("attention.dense.weight") or name.endswith("dense_4h_to_h.weight"):
+        return 1, 1
+    return None
+
+
+@pytest.mark.parametrize("block", [True, False])
+def test_parameter_tags_shard_like_a_tp2_model(block: bool) -> None:
+    """The split read from each parameter's tags (mpu.layers) is GLM's layout, and sharding the TP=1 state
+    dict with it gives, for every key, the TP=2 model's own tensors (initialisation is TP-independent)."""
+    cfg = GLMConfig(**{**TINY, "block_position_encoding": block})
+    full_model = GLMModel(cfg, init_seed=5)
+    rules = partition_rules(full_model)
+    full = full_model.state_dict()
+    assert rules.keys() == full.keys()
+    import model.checkpoint_compat as compat
+
+    compat._glm_rules.cache_clear()  # so that the tiny model is built here
+    before = torch.random.get_rng_state()
+    assert glm_partition_rules(full.keys()) == rules  # the tiny-model rules used where no model is at hand
+    assert torch.equal(torch.random.get_rng_state(), before)  # building the tiny model draws nothing global
+    assert glm_partition_rules(to_sat_layout(full).keys()) == rules
+    for name in full:
+        assert rules[name] == _glm_layout_by_name(name), name
+    assert sum(r is not None for r in rules.values()) == 1 + 6 * cfg.num_layers  # word table; per layer QKV, dense, h_to_4h, 4h_to_h
+    for rank in range(2):
+        tp2 = GLMModel(cfg, ParallelState(tp_size=2, tp_rank=rank), init_seed=5)
+        assert partition_rules(tp2) == rules  # the tags do not depend on the TP size
+        shard = shard_state_dict(full, 2, rank, rules)
+        own = tp2.state_dict()
+        assert shard.keys() == own.keys()
+        for name in own:
+            assert shard[name].shape == own[name].shape, name
+            assert torch.equal(shard[name], own[name]), name
+    # SAT names shard the same way (the rules are looked up under the GLM name).
+    sat = shard_state_dict(to_sat_layout(full), 2, 1)
+    assert torch.equal(sat["transformer.word_embeddings.weight"], full["word_embeddings.weight"][256:])
+
+
+def test_merge_keeps_an_unknown_replica_and_refuses_an_unknown_split() -> None:
+    full = GLMModel(GLMConfig(**TINY)).state_dict()
+    shards = [shard_state_dict(full, 2, r) for r in range(2)]
+    for r, s in enumerate(shards):
+        s["extra.same"] = torch.ones(3)
+        s["extra.split"] = torch.full((2,), float(r))
+    with pytest.raises(ValueError, match="'extra.split' is not a parameter of the model and differs between TP "
+                                         "shard 0 and shard 1"):
+        merge_state_dicts(shards)
+    for s in shards:
+        del s["extra.split"]
+    merged = merge_state_dicts(shards)
+    assert torch.equal(merged["extra.same"], torch.ones(3))
+    assert torch.equal(merged["word_embeddings.weight"], full["word_embeddings.weight"])
+
+
+def test_sharded_parameter_without_dimension_is_an_error() -> None:
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.model_parallel = True
+    with pytest.raises(ValueError, match="no partition_dim"):
+        partition_of(p)
+    p.model_parallel = False
+    assert partition_of(p) is None
 
 
 # --- config -----------------------------------------------------------------------------------------

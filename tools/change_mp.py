@@ -2,7 +2,8 @@
 
 Input:  <ckpt>/latest (holding the tag) and <ckpt>/<tag>/mp_rank_XX_model_states.pt (model under ``module``).
 Output: <out>/<tag>/mp_rank_YY_model_states.pt for the target size, plus <out>/latest.
-Model tensors follow the split/merge rules of ``model.checkpoint_compat`` (QKV 3-way interleave included);
+Model tensors are split/merged along the dimension and stride each parameter is tagged with by ``mpu.layers``
+(``model.checkpoint_compat.glm_partition_rules``; QKV 3-way interleave included);
 other keys are kept with ``mp_world_size`` updated; optimizer / ZeRO state is dropped (it cannot be resharded
 here) with a warning.
 
@@ -15,7 +16,6 @@ Usage: python tools/change_mp.py CKPT_DIR TARGET_TP [--out OUT_DIR] [--tag TAG] 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -24,23 +24,18 @@ import torch
 if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.checkpoint_compat import merge_state_dicts, shard_state_dict
+from model.checkpoint_compat import glm_partition_rules, merge_state_dicts, shard_state_dict
 from training import checkpoint as ckpt
 from training import safe_load
 
-_RANK_FILE = re.compile(r"^mp_rank_(\d+)_model_states\.pt$")
 _DROPPED = ("optimizer",)
 
 
 def read_tag(ckpt_dir: Path) -> str:
-    for tracker in ("latest", "latest_checkpointed_iteration.txt"):
-        path = ckpt_dir / tracker
-        if path.is_file():
-            tag = path.read_text().strip()
-            if not tag:
-                raise ValueError(f"{path}: empty tag")
-            return tag
-    raise FileNotFoundError(f"{ckpt_dir}: no 'latest' tracker file; pass --tag")
+    tag = ckpt.read_tracker(ckpt_dir)
+    if tag is None:
+        raise FileNotFoundError(f"{ckpt_dir}: no '{ckpt.LATEST}' tracker file; pass --tag")
+    return tag
 
 
 def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None = None,
@@ -53,12 +48,12 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
     tag_dir = ckpt_dir / tag
     if not tag_dir.is_dir():
         raise FileNotFoundError(f"{tag_dir} does not exist (tag {tag!r})")
-    files = sorted((int(m.group(1)), p) for p in tag_dir.iterdir() if (m := _RANK_FILE.match(p.name)))
+    files = list(enumerate(ckpt.model_state_files(tag_dir)))
     if not files:
-        raise FileNotFoundError(f"{tag_dir}: no mp_rank_XX_model_states.pt files")
-    ranks = [r for r, _ in files]
-    if ranks != list(range(len(ranks))):
-        raise FileNotFoundError(f"{tag_dir}: model-parallel ranks {ranks} are not 0..{len(ranks) - 1}")
+        raise FileNotFoundError(f"{tag_dir}: no {ckpt.MODEL_STATES_GLOB} files")
+    names = [p.name for _, p in files]
+    if names != [ckpt.model_states_name(r) for r in range(len(files))]:
+        raise FileNotFoundError(f"{tag_dir}: model-state files {names} are not ranks 0..{len(files) - 1}")
     source_tp = len(files)
     if target_tp < 1 or (source_tp % target_tp and target_tp % source_tp):
         raise ValueError(f"cannot reshard from TP={source_tp} to TP={target_tp}: one must divide the other")
@@ -69,7 +64,9 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
     for (_, p), s in zip(files, states, strict=True):
         if not isinstance(s, dict) or "module" not in s:
             raise ValueError(f"{p}: expected a dict with a 'module' state dict")
-    full = merge_state_dicts([s["module"] for s in states])
+    # The split of each tensor: the tags of a TP=1 GLMModel with these keys (mpu.layers sets them).
+    rules = glm_partition_rules(states[0]["module"].keys())
+    full = merge_state_dicts([s["module"] for s in states], rules)
     dropped = sorted(k for k in states[0] if k in _DROPPED and states[0][k] is not None)
     if dropped:
         print(f"warning: dropping {dropped} from the checkpoint (optimizer state cannot be resharded)",
@@ -85,9 +82,9 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
         for k in _DROPPED:
             if k in out:
                 out[k] = None
-        out["module"] = shard_state_dict(full, target_tp, r)
+        out["module"] = shard_state_dict(full, target_tp, r, rules)
         out["mp_world_size"] = target_tp
-        torch.save(out, target_dir / f"mp_rank_{r:02d}_model_states.pt")
+        torch.save(out, target_dir / ckpt.model_states_name(r))
     if (tag_dir / ckpt.META).is_file():  # our checkpoints describe themselves: keep that true for the new TP size
         import json
 
@@ -96,9 +93,9 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
         # another TP size): a resume says so. ``files`` records what this directory holds.
         meta.update(tp_size=target_tp, resharded_from={"dir": str(ckpt_dir), "tp_size": source_tp},
                     optimizer_state=False, rng_state=False,
-                    files=ckpt.file_records(target_dir, [f"mp_rank_{r:02d}_model_states.pt" for r in range(target_tp)]))
+                    files=ckpt.file_records(target_dir, [ckpt.model_states_name(r) for r in range(target_tp)]))
         (target_dir / ckpt.META).write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    (out_dir / "latest").write_text(tag)
+    (out_dir / ckpt.LATEST).write_text(tag)
     return out_dir
 
 

@@ -24,7 +24,12 @@ import math
 import sys
 from pathlib import Path
 
-OBJECTIVES = ("loss", "loss_bert", "loss_sentence", "loss_gpt")
+if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_utils.blank_infilling import MODES
+
+OBJECTIVES = ("loss", *(f"loss_{m}" for m in MODES))
 SKIP_VALID = {"best_accuracy"}
 
 

@@ -45,8 +45,28 @@ from training.errors import DataError, UsageError
 
 META = "meta.json"
 LATEST = "latest"
+GLM_LATEST = "latest_checkpointed_iteration.txt"  # GLM's tracker file; ours and DeepSpeed's is ``latest``
+TRACKERS = (LATEST, GLM_LATEST)
+MODEL_STATES_GLOB = "mp_rank_*_model_states.pt"
 OLD = ".old"  # a checkpoint being replaced by a re-save of the same step
 PARTIAL = ".partial"
+
+
+def model_states_name(tp_rank: int) -> str:
+    """The weights file of TP rank ``tp_rank`` in a tag directory (DeepSpeed's and GLM's name)."""
+    return f"mp_rank_{tp_rank:02d}_model_states.pt"
+
+
+def read_tracker(save_dir: Path) -> str | None:
+    """The tag the tracker file of ``save_dir`` names (ours first, then GLM's); None without one."""
+    for tracker in TRACKERS:
+        path = save_dir / tracker
+        if path.is_file():
+            tag = path.read_text(encoding="utf-8").strip()
+            if not tag:
+                raise ValueError(f"{path}: empty tag")
+            return tag
+    return None
 
 
 def tag_for_step(step: int) -> str:
@@ -385,9 +405,9 @@ def load_rng(load_dir: Path, tag: str, rank: int, tracker=None, *, trust: bool =
 
 
 # --------------------------------------------------------------------------------- weights only
-def _model_state_files(path: Path) -> list[Path]:
-    files = sorted(path.glob("mp_rank_*_model_states.pt"))
-    return files
+def model_state_files(path: Path) -> list[Path]:
+    """The ``mp_rank_XX_model_states.pt`` files of a tag directory, in TP-rank order."""
+    return sorted(path.glob(MODEL_STATES_GLOB))
 
 
 def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
@@ -403,14 +423,14 @@ def find_pretrained_files(path: str | os.PathLike) -> list[Path]:
         return [p]
     if not p.is_dir():
         raise FileNotFoundError(f"--load-pretrained {p}: no such file or directory")
-    for tracker in (LATEST, "latest_checkpointed_iteration.txt"):
+    for tracker in TRACKERS:
         if (p / tracker).is_file():
             tag = (p / tracker).read_text(encoding="utf-8").strip()
-            files = _model_state_files(p / tag)
+            files = model_state_files(p / tag)
             if files:
                 return files
             raise FileNotFoundError(f"{p / tracker} names {tag!r} but {p / tag} holds no mp_rank_XX_model_states.pt")
-    files = _model_state_files(p)
+    files = model_state_files(p)
     if files:
         return files
     raise FileNotFoundError(f"--load-pretrained {p}: no mp_rank_XX_model_states.pt, no 'latest' tracker, not a .pt file")
@@ -483,7 +503,7 @@ def _zero3_checkpoint(p: Path) -> tuple[Path, str] | None:
     """(save dir, tag) when ``p`` is a ZeRO-3 checkpoint (partitioned model states, no mp_rank files)."""
     if p.is_dir() and (p / LATEST).is_file():
         p = p / (p / LATEST).read_text(encoding="utf-8").strip()
-    if p.is_dir() and not _model_state_files(p) and any(p.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
+    if p.is_dir() and not model_state_files(p) and any(p.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
         if any(p.glob("zero_pp_rank_*_mp_rank_01_model_states.pt")):
             raise ValueError(f"{p}: ZeRO-3 checkpoint with tensor parallelism; consolidate it per TP rank first")
         return p.parent, p.name
@@ -506,6 +526,7 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bo
     from model.checkpoint_compat import (
         load_glm_state_dict,
         merge_state_dicts,
+        partition_rules,
         shard_state_dict,
         to_glm_layout,
     )
@@ -519,7 +540,7 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bo
         verify_tag_dir(load_dir / tag, None)
         with safe_load.torch_loads(trust):  # zero_to_fp32 calls torch.load(weights_only=False) itself
             full = to_glm_layout(get_fp32_state_dict_from_zero_checkpoint(str(load_dir), tag=tag))
-        sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank)
+        sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank, partition_rules(model))
         load_glm_state_dict(model, sd, strict=True, source=str(load_dir / tag))
         return f"{load_dir / tag} (ZeRO-3 partitions)"
     files = find_pretrained_files(path)
@@ -534,7 +555,8 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bo
     if len(shards) == tp:
         sd = shards[rank]
     else:
-        sd = shard_state_dict(merge_state_dicts(shards), tp, rank)
+        rules = partition_rules(model)
+        sd = shard_state_dict(merge_state_dicts(shards, rules), tp, rank, rules)
     own = model.state_dict()
     for name in ("transformer.position_embeddings.weight", "transformer.block_position_embeddings.weight"):
         if name in sd and name in own and sd[name].shape[0] < own[name].shape[0] and sd[name].shape[1:] == own[name].shape[1:]:

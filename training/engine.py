@@ -26,6 +26,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from training.checkpoint import model_states_name
+
 
 @dataclass
 class StepResult:
@@ -33,10 +35,6 @@ class StepResult:
     boundary: bool  # this micro-step closed an accumulation window
     grad_norm: float | None = None
     loss_scale: float | None = None
-
-
-def model_states_name(tp_rank: int) -> str:
-    return f"mp_rank_{tp_rank:02d}_model_states.pt"
 
 
 def _optimizer_state_to_load(load_dir: str, tag: str, load_optimizer: bool) -> bool:
@@ -298,5 +296,4 @@ def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_stat
                              betas=(optim.adam_beta1, optim.adam_beta2), eps=optim.adam_eps,
                              clip_grad=optim.clip_grad, grad_accum=train.gradient_accumulation_steps,
                              bf16=train.bf16, device=device)
-    engine.micro_batch_size = train.batch_size
     return engine

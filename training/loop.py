@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from data_utils.blank_infilling import MODES
 from training.logging import MetricsWriter, format_line, get_logger
 from training.progress import report_progress
 
@@ -34,13 +35,12 @@ class LoopConfig:
     log_interval: int = 50
     eval_interval: int = 1000
     save_interval: int = 5000
-    save: str | None = None
     exit_signal_save: bool = True
     tokens_per_sample: int = 0  # for tokens/s when a batch has no "text" field
     flops_per_token: float = 0.0  # model FLOPs per token, forward + backward, for MFU
     peak_flops: float = 0.0  # per process; 0 disables MFU
     progress: bool = True
-    objectives: tuple[str, ...] = ("bert", "sentence", "gpt")  # the tags loss_fn may return
+    objectives: tuple[str, ...] = MODES  # the tags loss_fn may return
 
 
 @dataclass

@@ -56,10 +56,3 @@ class LRSchedule:
         if self.decay_style == "linear":
             return self.lr * (1.0 - (1.0 - d) * r)
         return self.lr * (d + (1.0 - d) * (1.0 + math.cos(math.pi * r)) / 2.0)
-
-    def apply(self, optimizer, step: int) -> float:
-        """Set every param group's rate for ``step``; returns it."""
-        lr = self(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
