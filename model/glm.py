@@ -59,10 +59,12 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torc
     return _compiled_flex(q, k, v, block_mask=block_mask)
 
 
-def use_flex_attention(x: torch.Tensor, dropout_p: float, query_len: int) -> bool:
-    """FlexAttention only on CUDA, without attention dropout (flex_attention has none) and for at least one
-    128-query block: a decoding step's few queries are cheaper through SDPA than a new block mask."""
-    return flex_attention is not None and x.is_cuda and dropout_p == 0.0 and query_len >= 128
+def use_flex_attention(x: torch.Tensor, dropout_p: float, query_len: int, head_dim: int) -> bool:
+    """FlexAttention only on CUDA, without attention dropout (flex_attention has none), for at least one
+    128-query block (a decoding step's few queries are cheaper through SDPA than a new block mask) and for
+    heads of at least 16 dimensions (its kernels' minimum)."""
+    return (flex_attention is not None and x.is_cuda and dropout_p == 0.0 and query_len >= 128
+            and head_dim >= 16)
 
 
 # What the layers get from ``sep`` off CUDA: "dense" (one bool [B, 1, L, K] mask per forward, SDPA's CPU
@@ -350,7 +352,7 @@ class GLMTransformer(nn.Module):
                              f"(the length of Part A) or one for all")
         sep = sep.expand(B)
         dropout_p = self.config.attention_dropout if self.training else 0.0
-        if use_flex_attention(sep, dropout_p, L):
+        if use_flex_attention(sep, dropout_p, L, self.config.hidden_size // self.config.num_attention_heads):
             return prefix_lm_block_mask(sep, offset, L, B)
         if not sep.is_cuda and CPU_SEP_KERNEL == "dense":
             return sep_attention_mask(sep, L, offset + L)  # [B, 1, L, K]
@@ -375,7 +377,8 @@ class GLMModel(nn.Module):
     ``kv_cache``; ``GLMConfig.max_memory_length`` is still read from checkpoints and ignored).
     ``kv_cache``: optional ``KVCache`` holding every layer's keys/values of M earlier positions; it is
     extended in place by this call's L positions (the cache offset), so incremental decoding feeds one new
-    position per step. Initialisation is drawn from a CPU generator seeded with
+    position per step; ``sep`` then counts from this call's first position (every cached key is visible
+    to every query). Initialisation is drawn from a CPU generator seeded with
     ``init_seed`` (or ``generator``), identically for every TP size.
     ``logit_mask``: optional bool [B, L]; the output projection then runs on the True positions only and
     the logits are [N, V/p] (N = number of True entries, in row-major order, as ``x[logit_mask]``): the

@@ -144,10 +144,11 @@ def test_cuda_flex_model_equals_cpu_forward_and_backward() -> None:
     ids = torch.randint(0, 512, (3, L), generator=g)
     pos = torch.stack([torch.arange(L).expand(3, L), torch.zeros(3, L, dtype=torch.long)], 1)
     sep, loss_mask = torch.tensor([150, 7, 150]), torch.ones(3, L)
-    assert glm.use_flex_attention(ids.cuda(), 0.0, L)
+    cfg = GLMConfig(**{**CFG, "hidden_size": 64, "max_sequence_length": L})  # head dim 16: flex's minimum
+    assert glm.use_flex_attention(ids.cuda(), 0.0, L, 16)
     out = {}
     for device in ("cpu", "cuda"):
-        model = GLMModel(GLMConfig(**{**CFG, "max_sequence_length": L}), init_seed=5).to(device).train()
+        model = GLMModel(cfg, init_seed=5).to(device).train()
         logits, _ = model(ids.to(device), pos.to(device), sep.to(device))
         loss = glm_lm_loss(logits, ids.roll(-1, 1).to(device), loss_mask.to(device))
         loss.backward()
