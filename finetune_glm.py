@@ -136,6 +136,8 @@ def run(cfg: FinetuneConfig) -> dict:
         if t.load_pretrained and not t.load:
             log.info(f"initialised weights from "
                      f"{ckpt.load_pretrained(model, t.load_pretrained, ps, trust=t.trust_checkpoint)}")
+        if t.compile:
+            model.compile()  # in place: state_dict keys unchanged, checkpoints stay interchangeable
         engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), ps, o, t,
                               cfg.ds_config, info.device)
         gas = engine.grad_accum

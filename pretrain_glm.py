@@ -214,6 +214,8 @@ def run(cfg: PretrainConfig) -> dict:
             # Before the engine exists: DeepSpeed copies the weights into its fp32 masters / ZeRO partitions.
             src = ckpt.load_pretrained(model, t.load_pretrained, ps, trust=t.trust_checkpoint)
             log.info(f"initialised weights from {src}")
+        if t.compile:
+            model.compile()  # in place: state_dict keys unchanged, checkpoints stay interchangeable
         groups = param_groups_for_weight_decay(model, o.weight_decay)
         engine = build_engine(model, groups, ps, o, t, cfg.ds_config, info.device)
         schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or t.train_iters, warmup=o.warmup,

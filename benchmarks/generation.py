@@ -6,6 +6,9 @@ glm-small (4 layers, hidden 256, 4 heads, vocab 32000) with max_sequence_length 
 context + new tokens; random weights; greedy; no end token, so every run generates exactly
 ``--new-tokens`` tokens per row. Prints one JSON object: tokens/s of both paths per batch size and the ratio
 (cached / uncached), measured in this run. Generated tokens are checked to agree between the two paths.
+``--compile``: also the cached path with the model under ``torch.compile`` (a second copy, same weights),
+timed alternately with the eager cached path after one warm-up decode of each batch size; reports
+compiled/eager time and the warm-up (compilation) time.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true", help="also time the cached path under torch.compile")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     a = p.parse_args(argv)
     if a.threads:
@@ -64,12 +68,17 @@ def main(argv: list[str] | None = None) -> dict:
     def contexts(b: int) -> list[list[int]]:
         return random_contexts(special, b, a.context, g)
 
-    def timed(ctx, use_cache: bool) -> tuple[float, list]:
+    compiled = None
+    if a.compile:
+        compiled = decoding_model(GLMConfig.from_json_file(a.model_config), a.context + a.new_tokens, a.device)[0]
+        compiled.compile()
+
+    def timed(ctx, use_cache: bool, net=model) -> tuple[float, list]:
         conf = GenerationConfig(max_new_tokens=a.new_tokens, use_cache=use_cache)
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = generate(model, special, ctx, conf)
+        out = generate(net, special, ctx, conf)
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
         return time.perf_counter() - t0, [r[0].tokens for r in out]
@@ -86,6 +95,13 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup": t_full / t_cached, "cached_s": t_cached, "uncached_s": t_full,
             "same_tokens": tok_cached == tok_full,
         }
+        if compiled is not None:
+            warm, _ = timed(ctx, True, compiled)
+            pairs = [(timed(ctx, True)[0], timed(ctx, True, compiled)) for _ in range(2)]
+            t_eager = min(p[0] for p in pairs)
+            t_comp = min(p[1][0] for p in pairs)
+            results[f"batch_{b}"].update({"compiled_over_eager": t_comp / t_eager, "compile_warmup_s": warm,
+                                          "compiled_same_tokens": pairs[0][1][1] == tok_cached})
     out = {"benchmark": "generation", "model": Path(a.model_config).name, "context": a.context,
            "new_tokens": a.new_tokens, "device": a.device, "threads": torch.get_num_threads(), "results": results}
     print(json.dumps(out, indent=2))

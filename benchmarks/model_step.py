@@ -2,7 +2,10 @@
 
 ratio = (model FLOPs per token * tokens/s) / (2048^3 matmul FLOP/s), both measured in this process;
 model FLOPs per token = 72*L*h^2 + 12*L*s*h + 6*V*h. Not part of the test suite.
-Usage: python benchmarks/model_step.py [--steps N] [--only small|base]
+``--compile`` also times the same step with the model under ``torch.compile`` (``nn.Module.compile``),
+interleaved with the eager step in this process, and reports compiled/eager (median step times) and the
+first compiled step's time (the compilation).
+Usage: python benchmarks/model_step.py [--steps N] [--only small|base] [--compile]
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
     return 2.0 * n ** 3 / best
 
 
-def train_step(cfg: GLMConfig, seq: int, batch: int) -> Callable[[], None]:
+def train_step(cfg: GLMConfig, seq: int, batch: int, compile: bool = False) -> Callable[[], None]:
     """One fp32 training step (forward, backward, AdamW) of a fresh GLMModel on a fixed random batch,
-    every position scored; call it repeatedly to time it."""
+    every position scored; call it repeatedly to time it. ``compile``: the model under torch.compile."""
     torch.manual_seed(0)
     model = GLMModel(cfg).train()
+    if compile:
+        model.compile()
     opt = torch.optim.AdamW(param_groups_for_weight_decay(model, 0.01), lr=1e-4)
     ids = torch.randint(0, cfg.vocab_size, (batch, seq))
     pos = torch.stack([torch.arange(seq).expand(batch, seq), torch.zeros(batch, seq, dtype=torch.long)], 1)
@@ -72,11 +77,31 @@ def step_time(cfg: GLMConfig, seq: int, batch: int, steps: int) -> float:
     return times[len(times) // 2]  # median: the machine is shared and noisy
 
 
+def compile_ratio(cfg: GLMConfig, seq: int, batch: int, steps: int) -> dict:
+    """Median compiled and eager step times, timed alternately (the shared machine's load hits both)."""
+    eager, compiled = train_step(cfg, seq, batch), train_step(cfg, seq, batch, compile=True)
+    eager()
+    t = time.perf_counter()
+    compiled()  # compiles forward and backward
+    first = time.perf_counter() - t
+    compiled()  # a second call may still specialise (e.g. the optimizer state now exists)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(steps):
+        for name, step in (("eager", eager), ("compiled", compiled)):
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"eager_step_s": med["eager"], "compiled_step_s": med["compiled"],
+            "compiled_over_eager": med["compiled"] / med["eager"], "first_compiled_step_s": first}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--only", choices=sorted(CASES), default=None)
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--compile", action="store_true", help="also time the torch.compile'd model")
     args = parser.parse_args(argv)
     mm = matmul_flops()
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "matmul_flops": mm, "cases": {}}
@@ -89,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         flops = model_flops_per_token(cfg, seq) * tok_s
         out["cases"][name] = {"seq": seq, "batch": batch, "step_s": t, "tokens_per_s": tok_s,
                               "model_flops": flops, "ratio": flops / mm}
+        if args.compile:
+            out["cases"][name]["compile"] = compile_ratio(cfg, seq, batch, args.steps)
     out["matmul_flops_after"] = matmul_flops()
     print(json.dumps(out, indent=2))
     return out

@@ -208,8 +208,12 @@ class _CachedDecoder:
             prefix_cache = KVCache(model.config.num_layers, capacity=P + max_new_tokens)
         M = prefix_cache.length
         assert M == 0 or (len(layouts) == 1 and M <= P), "a reused prefix cache serves one unpadded row"
+        # Unpadded rows need no mask tensor: the model builds its kernel's input from sep (on CUDA a
+        # FlexAttention block mask). Padded rows need the padded keys hidden: a full mask.
+        self.padded = not bool((lengths == P).all())
         if P > M:
-            mask = _layout_mask(lengths, seps, M, P - M, P)  # [B, 1, P-M, P]
+            # The model's sep counts from the first new position (every cached key is visible anyway).
+            mask = _layout_mask(lengths, seps, M, P - M, P) if self.padded else (seps - M).clamp(min=0)
             no_logits = torch.zeros(tokens.size(0), P - M, dtype=torch.bool, device=device)
             model(tokens[:, M:], pos[:, :, M:], mask, kv_cache=prefix_cache, logit_mask=no_logits)  # fills the cache
         self.prefix_cache = prefix_cache
@@ -228,7 +232,10 @@ class _CachedDecoder:
         last = generated[:, -1:] if t else torch.full((R, 1), self.sop_id, device=generated.device)
         pos = torch.stack([self.mask_positions.view(R, 1), torch.full((R, 1), t + 1, device=generated.device)],
                           dim=1)  # [R, 2, 1]
-        mask = self.key_valid[:, :self.P + t + 1].view(R, 1, 1, -1)  # [R, 1, 1, K]
+        if self.padded:
+            mask = self.key_valid[:, :self.P + t + 1].view(R, 1, 1, -1)  # [R, 1, 1, K]
+        else:  # sep 0: the new position sees every cached key and itself, i.e. all K keys
+            mask = torch.zeros(R, dtype=torch.long, device=generated.device)
         logits, _ = self.model(last, pos, mask, kv_cache=self.cache)
         return _full_logits(self.model, logits[:, -1])
 

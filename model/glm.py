@@ -1,13 +1,20 @@
 """The GLM network: word + position + block-position embeddings, pre-LN transformer, tied output.
 
 Reads like single-device code; tensor parallelism shows only as the mpu layer classes and the local head
-count ``np = n / p``. Dims: B batch, L query length, M memory length, K = M + L key length, h hidden,
+count ``np = n / p``. Dims: B batch, L query length, M cached length, K = M + L key length, h hidden,
 n heads, np local heads, D head dim (h / n), hp = np * D local hidden, V vocabulary (V/p local slice).
 
 Math per layer (GLM's ``mpu/transformer.py``):
     x = LN_1(h);  a = Dense(softmax(Q K^T / sqrt(D) masked) V);  h1 = h + dropout(a)
     y = LN_2(h1); h2 = h1 + dropout(W_2 gelu_tanh(W_1 y))
 Output: logits = LN_f(h_L) @ E^T with E the (vocab-parallel) word embedding; no output bias.
+
+Attention is described by ``sep`` [B] (the length of Part A per row) and the KV-cache offset M, never by a
+dense [B, 1, L, K] mask built by the caller: query i (segment-relative) sees key j iff ``j < M + sep`` or
+``j <= M + i``. The transformer and ``attention_core`` turn that into what the kernel needs: a FlexAttention
+block mask on CUDA (two mask-free / causal-flash SDPA calls under attention dropout), the dense bool mask on
+the CPU (measured fastest there). Callers that need more than a prefix LM (right-padded decoding batches)
+still pass a full bool mask.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import GLMConfig
-from model.masks import normalize_attention_mask
+from model.masks import normalize_attention_mask, prefix_lm_block_mask, sep_attention_mask, sep_runs
 from mpu.cross_entropy import vocab_parallel_cross_entropy
 from mpu.initialize import ParallelState
 from mpu.layers import (
@@ -35,18 +42,82 @@ from mpu.random import MODEL_PARALLEL_RNG
 from mpu.random import checkpoint as checkpoint_fn
 from mpu.utils import divide
 
+try:  # FlexAttention (torch >= 2.5): the CUDA prefix-LM kernel
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+except ImportError:  # pragma: no cover - older torch: SDPA everywhere
+    BlockMask = flex_attention = None
 
-def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+_compiled_flex = None
+
+
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    # Uncompiled flex_attention materialises the scores; compiled, it is a fused kernel that skips the
+    # fully masked blocks. Compiled once per process, on first use.
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask)
+
+
+def use_flex_attention(x: torch.Tensor, dropout_p: float, query_len: int, head_dim: int) -> bool:
+    """FlexAttention only on CUDA, without attention dropout (flex_attention has none), for at least one
+    128-query block (a decoding step's few queries are cheaper through SDPA than a new block mask) and for
+    heads of at least 16 dimensions (its kernels' minimum)."""
+    return (flex_attention is not None and x.is_cuda and dropout_p == 0.0 and query_len >= 128
+            and head_dim >= 16)
+
+
+# What the layers get from ``sep`` off CUDA: "dense" (one bool [B, 1, L, K] mask per forward, SDPA's CPU
+# flash kernel with it) or "split" (``attention_core``'s two mask-free / causal SDPA calls per run of equal
+# sep). Measured on the 2-core CPU (2 layers, hidden 256, fp32 forward+backward; README Benchmarks): the
+# split is slower (L 2048 batch 1: 1.84 s vs 1.69 s; L 256 batch 8 with 8 distinct seps: 2.5 s vs 1.1 s)
+# and needs no less peak memory, so the CPU keeps the dense mask. On CUDA the split runs flash kernels.
+CPU_SEP_KERNEL = "dense"
+
+
+def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sep: Any,
                    dropout_p: float = 0.0) -> torch.Tensor:
-    """softmax(q k^T / sqrt(D), masked) v via ``scaled_dot_product_attention``.
+    """softmax(q k^T / sqrt(D), masked) v for q [B, np, L, D], k/v [B, np, K, D] -> [B, np, L, D].
 
-    q [B, np, L, D], k/v [B, np, K, D], mask bool [B or 1, 1, L, K] (True = attend) -> [B, np, L, D].
-    Equal to GLM's ``scores*m + (-65504)*(1-m)`` formulation: every row sees at least its own column, so
-    masked entries get probability exactly 0 in fp32 either way. GLM's ``attention_scale`` s > 1 (pre-scale
-    q and k by 1/sqrt(s), subtract the row max after masking, multiply by s) only shifts each row of the
-    scores by a constant, so it is the same softmax and needs no code here (``GLMConfig`` keeps the field).
+    ``sep`` says which keys a query sees; the first ``M = K - L`` keys are the KV cache (visible to all):
+    - ``sep`` [B] (or one value for every row): GLM's prefix LM, query i sees key j iff ``j < M + sep[b]``
+      or ``j <= M + i``. Split at ``s = sep[b]``: Part-A queries (i < s) see exactly the keys ``j < M + s``,
+      unmasked; Part-B queries (i >= s > j - M for every Part-A key) see exactly ``j <= M + i``, a causal
+      mask aligned to the bottom right (``causal_lower_right``). Two SDPA calls per run of equal ``sep``,
+      no [L, K] mask, and Part-A queries skip the Part-B keys. Each query row's softmax is the one of the
+      dense mask (the masked entries have probability exactly 0 in fp32 either way).
+    - a bool mask [B or 1, 1, L, K] (True = attend): SDPA with it (right-padded decoding batches).
+    - a FlexAttention ``BlockMask`` (``model.masks.prefix_lm_block_mask``, CUDA): ``flex_attention``.
+    Equal to GLM's ``scores*m + (-65504)*(1-m)`` formulation: every row sees at least its own column. GLM's
+    ``attention_scale`` s > 1 (pre-scale q and k by 1/sqrt(s), subtract the row max after masking, multiply
+    by s) only shifts each row of the scores by a constant, so it is the same softmax and needs no code here
+    (``GLMConfig`` keeps the field).
     """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if BlockMask is not None and isinstance(sep, BlockMask):
+        if dropout_p > 0.0:
+            raise ValueError("flex_attention has no attention dropout; pass sep [B] when dropout_p > 0")
+        return _flex(q, k, v, sep)
+    if sep.dim() == 4:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=sep, dropout_p=dropout_p)
+    from torch.nn.attention.bias import causal_lower_right
+
+    B, L, K = q.size(0), q.size(2), k.size(2)
+    offset = K - L
+    sep = sep.reshape(-1)
+    if sep.numel() == 1:
+        sep = sep.expand(B)
+    rows = []
+    for b0, b1, s in sep_runs(sep, L):
+        qb, kb, vb = q[b0:b1], k[b0:b1], v[b0:b1]
+        parts = []
+        if s > 0:  # Part A: bidirectional over the cache and Part A
+            parts.append(F.scaled_dot_product_attention(qb[:, :, :s], kb[:, :, :offset + s], vb[:, :, :offset + s],
+                                                        dropout_p=dropout_p))
+        if s < L:  # Part B: everything up to itself
+            parts.append(F.scaled_dot_product_attention(qb[:, :, s:], kb, vb, attn_mask=causal_lower_right(L - s, K),
+                                                        dropout_p=dropout_p))
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+    return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
 
 
 @dataclass
@@ -134,7 +205,7 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    """Fused-QKV self-attention with optional memory keys/values; heads split across TP ranks."""
+    """Fused-QKV self-attention, optionally over a KV cache; heads split across TP ranks."""
 
     def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
         super().__init__()
@@ -152,17 +223,13 @@ class SelfAttention(nn.Module):
             init_method=scaled_normal_init(config.init_method_std, config.num_layers))
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None,
-                kv_cache: LayerKVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sep: Any, kv_cache: LayerKVCache | None = None) -> torch.Tensor:
+        """x [B, L, h]; ``sep`` as ``attention_core`` takes it (the cache offset is the cache's length)."""
         B, L, _ = x.shape
         np_, D = self.local_heads, self.head_dim
-        kv_input = x if mem is None else torch.cat([mem, x], dim=1)  # [B, K, h]
-        K = kv_input.size(1)
-        qkv = self.query_key_value(kv_input)  # [B, K, 3*hp]
-        qkv = qkv.view(B, K, 3, np_, D).permute(2, 0, 3, 1, 4)  # [3, B, np, K, D]
-        q, k, v = qkv.unbind(0)  # each [B, np, K, D]
-        if mem is not None:
-            q = q[:, :, -L:]  # [B, np, L, D]: only the current segment asks queries
+        qkv = self.query_key_value(x)  # [B, L, 3*hp]
+        qkv = qkv.view(B, L, 3, np_, D).permute(2, 0, 3, 1, 4)  # [3, B, np, L, D]
+        q, k, v = qkv.unbind(0)  # each [B, np, L, D]
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # [B, np, M+L, D]: cached positions, then this segment
         dropout_p = self.attention_dropout if self.training else 0.0
@@ -173,9 +240,9 @@ class SelfAttention(nn.Module):
                 # Not seeded explicitly (mpu.random.model_parallel_seed): derive it from torch's seed.
                 tracker.add(MODEL_PARALLEL_RNG, torch.initial_seed() + 2718 + self.state.tp_rank)
             with self.state.rng_tracker.fork(MODEL_PARALLEL_RNG, device=q.device):
-                ctx = attention_core(q, k, v, mask, dropout_p)  # [B, np, L, D]
+                ctx = attention_core(q, k, v, sep, dropout_p)  # [B, np, L, D]
         else:
-            ctx = attention_core(q, k, v, mask)  # [B, np, L, D]
+            ctx = attention_core(q, k, v, sep)  # [B, np, L, D]
         ctx = ctx.transpose(1, 2).reshape(B, L, np_ * D)  # [B, L, hp]
         return self.output_dropout(self.dense(ctx))  # [B, L, h]
 
@@ -207,7 +274,7 @@ def _layer_norm(config: GLMConfig) -> nn.LayerNorm:
 
 
 class TransformerLayer(nn.Module):
-    """Pre-LN block: h + Attn(LN1(h)), then + MLP(LN2(.)). Memory is normalised by LN1 too."""
+    """Pre-LN block: h + Attn(LN1(h)), then + MLP(LN2(.))."""
 
     def __init__(self, config: GLMConfig, state: ParallelState, generator: torch.Generator | None) -> None:
         super().__init__()
@@ -216,14 +283,9 @@ class TransformerLayer(nn.Module):
         self.post_attention_layernorm = _layer_norm(config)
         self.mlp = MLP(config, state, generator)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, mem: torch.Tensor | None = None,
-                kv_cache: LayerKVCache | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, sep: Any, kv_cache: LayerKVCache | None = None) -> torch.Tensor:
         x = self.input_layernorm(hidden)
-        mem = self.input_layernorm(mem) if mem is not None else None
-        if kv_cache is None:
-            hidden = hidden + self.attention(x, mask, mem)
-        else:
-            hidden = hidden + self.attention(x, mask, mem, kv_cache)
+        hidden = hidden + self.attention(x, sep, kv_cache)
         return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
@@ -251,15 +313,13 @@ class GLMTransformer(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(config, state, generator) for _ in range(config.num_layers))
         self.final_layernorm = _layer_norm(config)
 
-    def forward(self, hidden: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                mems: list[torch.Tensor] | None = None,
-                return_memory: bool = False, kv_cache: KVCache | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, hidden: torch.Tensor, position_ids: torch.Tensor, sep: torch.Tensor,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        """hidden [B, L, h] (word embeddings), position_ids [B, 2, L] (or [B, L] without block positions),
+        ``sep`` [B] / one value (or a full bool mask [B, 1, L, >=K]) -> LN_f(h_L) [B, L, h]."""
         B, L, _ = hidden.shape
-        mem_len = mems[0].size(1) if mems else 0
-        if kv_cache is not None:
-            assert not mems, "use either mems or a KV cache"
-            mem_len = kv_cache.length
-        mask = normalize_attention_mask(attention_mask.to(hidden.device), L, mem_len + L)  # [B|1, 1, L, K]
+        offset = kv_cache.length if kv_cache is not None else 0
+        attn = self._attention_input(sep.to(hidden.device), B, L, offset)
         if self.config.block_position_encoding:
             hidden = (hidden + self.position_embeddings(position_ids[:, 0])  # [B, L, h]
                       + self.block_position_embeddings(position_ids[:, 1]))
@@ -267,57 +327,58 @@ class GLMTransformer(nn.Module):
             hidden = hidden + self.position_embeddings(position_ids)
         hidden = self.embedding_dropout(hidden)
 
-        keep_memory = self.config.max_memory_length > 0 or return_memory
-        new_states = [hidden.detach()] if keep_memory else []
         n_layers = len(self.layers)
-        # Memory states are a generation feature; checkpointing is a training one: never both.
+        # The KV cache is a decoding feature; checkpointing is a training one: never both.
         use_ckpt = (self.config.checkpoint_activations and torch.is_grad_enabled() and self.training
-                    and not keep_memory and kv_cache is None)
+                    and kv_cache is None)
         chunk = self.config.checkpoint_num_layers if use_ckpt else 1
         for start in range(0, n_layers, chunk):
             end = min(start + chunk, n_layers)
-            layer_mems = mems[start:end] if mems else None
             if use_ckpt:
-                hidden = checkpoint_fn(self._run_layers(start, end, mask), hidden,
-                                       *(layer_mems or []), rng_tracker=self.state.rng_tracker)
-            elif kv_cache is not None:
-                hidden = self.layers[start](hidden, mask, None, kv_cache.layers[start])
+                hidden = checkpoint_fn(self._run_layers(start, end, attn), hidden, rng_tracker=self.state.rng_tracker)
             else:
-                hidden = self.layers[start](hidden, mask, layer_mems[0] if layer_mems else None)
-                if keep_memory:
-                    new_states.append(hidden.detach())
-        output = self.final_layernorm(hidden)
-        if keep_memory:
-            new_states = self._update_mems(new_states, mems, return_memory)
-        return output, new_states
+                hidden = self.layers[start](hidden, attn, kv_cache.layers[start] if kv_cache is not None else None)
+        return self.final_layernorm(hidden)
 
-    def _run_layers(self, start: int, end: int, mask: torch.Tensor):
-        def run(hidden: torch.Tensor, *layer_mems: torch.Tensor) -> torch.Tensor:
+    def _attention_input(self, sep: torch.Tensor, B: int, L: int, offset: int) -> Any:
+        """What every layer's ``attention_core`` gets, built once for all layers: on CUDA a FlexAttention
+        block mask (``sep`` [B] itself, for the split SDPA path, under attention dropout); on the CPU the
+        bool mask [B, 1, L, K] of ``sep`` (``CPU_SEP_KERNEL``); a caller's full mask: its last K columns."""
+        if sep.dim() > 1:
+            return normalize_attention_mask(sep, L, offset + L)  # [B|1, 1, L, K]
+        sep = sep.reshape(-1)
+        if sep.numel() not in (1, B):
+            raise ValueError(f"sep has {sep.numel()} values for a batch of {B} rows; expected one per row "
+                             f"(the length of Part A) or one for all")
+        sep = sep.expand(B)
+        dropout_p = self.config.attention_dropout if self.training else 0.0
+        if use_flex_attention(sep, dropout_p, L, self.config.hidden_size // self.config.num_attention_heads):
+            return prefix_lm_block_mask(sep, offset, L, B)
+        if not sep.is_cuda and CPU_SEP_KERNEL == "dense":
+            return sep_attention_mask(sep, L, offset + L)  # [B, 1, L, K]
+        return sep
+
+    def _run_layers(self, start: int, end: int, attn: Any):
+        def run(hidden: torch.Tensor) -> torch.Tensor:
             for i in range(start, end):
-                hidden = self.layers[i](hidden, mask, layer_mems[i - start] if layer_mems else None)
+                hidden = self.layers[i](hidden, attn)
             return hidden
         return run
-
-    def _update_mems(self, new_states: list[torch.Tensor], old: list[torch.Tensor] | None,
-                     return_memory: bool) -> list[torch.Tensor]:
-        """Concatenate with the old memory along the sequence; keep the last ``max_memory_length``."""
-        if old:
-            new_states = [torch.cat([m, s], dim=1) for m, s in zip(old, new_states, strict=False)]  # [B, M+L, h]
-        limit = self.config.max_memory_length
-        if not return_memory and limit > 0:
-            new_states = [s[:, -limit:] for s in new_states]
-        return new_states
 
 
 class GLMModel(nn.Module):
     """GLM decoder with tied, vocab-parallel output logits.
 
-    ``forward(input_ids [B, L], position_ids [B, 2, L], attention_mask (sep [B] or bool [B, 1, L, K]),
-    mems=None, return_memory=False) -> (logits [B, L, V/p] (or [B, L, V] if not parallel_output), mems)``.
-    ``mems``: list of ``num_layers + 1`` tensors [B, M, h] (each layer's input, then the last output) from
-    a previous call with ``return_memory=True``. ``kv_cache``: optional ``KVCache`` (instead of ``mems``)
-    holding every layer's keys/values of M earlier positions; it is extended in place by this call's L
-    positions, so incremental decoding feeds one new position per step. Initialisation is drawn from a CPU generator seeded with
+    ``forward(input_ids [B, L], position_ids [B, 2, L], sep [B]) -> (logits [B, L, V/p] (or [B, L, V] if
+    not parallel_output), [])``. ``sep``: the length of Part A per row (one value for all rows is broadcast);
+    a full bool mask [B, 1, L, >=K] (True = attend; its last K columns are used) is accepted too, for
+    callers whose rows are right-padded. The second result is an empty list: the place where GLM returned
+    Transformer-XL memories, kept so that ``logits, _ = model(...)`` callers need no change (decoding uses
+    ``kv_cache``; ``GLMConfig.max_memory_length`` is still read from checkpoints and ignored).
+    ``kv_cache``: optional ``KVCache`` holding every layer's keys/values of M earlier positions; it is
+    extended in place by this call's L positions (the cache offset), so incremental decoding feeds one new
+    position per step; ``sep`` then counts from this call's first position (every cached key is visible
+    to every query). Initialisation is drawn from a CPU generator seeded with
     ``init_seed`` (or ``generator``), identically for every TP size.
     ``logit_mask``: optional bool [B, L]; the output projection then runs on the True positions only and
     the logits are [N, V/p] (N = number of True entries, in row-major order, as ``x[logit_mask]``): the
@@ -340,15 +401,19 @@ class GLMModel(nn.Module):
             generator=generator)
         self.transformer = GLMTransformer(config, state, generator)
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
-                mems: list[torch.Tensor] | None = None,
-                return_memory: bool = False, kv_cache: KVCache | None = None,
-                logit_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, sep: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None, logit_mask: torch.Tensor | None = None, *,
+                attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # Deprecated alias: the argument was called ``attention_mask`` (it always carried sep or a full mask);
+        # kept until every caller says ``sep``.
+        if attention_mask is not None:
+            if sep is not None:
+                raise ValueError("pass sep or its deprecated alias attention_mask, not both")
+            sep = attention_mask
+        if sep is None:
+            raise ValueError("GLMModel.forward needs sep [B] (the length of Part A per row)")
         emb = self.word_embeddings(input_ids)  # [B, L, h]
-        if kv_cache is None:
-            hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory)
-        else:
-            hidden, new_mems = self.transformer(emb, position_ids, attention_mask, mems, return_memory, kv_cache)
+        hidden = self.transformer(emb, position_ids, sep, kv_cache)  # [B, L, h]
         if logit_mask is not None:
             if logit_mask.shape != hidden.shape[:2]:
                 raise ValueError(f"logit_mask has shape {tuple(logit_mask.shape)}; expected bool "
@@ -359,7 +424,7 @@ class GLMModel(nn.Module):
         logits = F.linear(hidden, self.word_embeddings.weight)  # [B, L, V/p] ([N, V/p] with logit_mask)
         if not self.config.parallel_output:
             logits = gather_from_tensor_parallel_region(logits, self.state)  # [B, L, V]
-        return logits, new_mems
+        return logits, []
 
 
 def glm_lm_loss(logits: torch.Tensor, target: torch.Tensor, loss_mask: torch.Tensor,

@@ -61,3 +61,36 @@ def blank_infilling_position_ids(source_length: int, spans: list[tuple[int, int]
         pos += [mask_pos] * (n + 1)
         block += list(range(1, n + 2))
     return torch.tensor([pos, block], dtype=torch.long, device=device)  # [2, L]
+
+
+def sep_runs(sep: torch.Tensor, query_len: int) -> list[tuple[int, int, int]]:
+    """Runs ``(b0, b1, s)`` of consecutive rows ``b0..b1-1`` sharing ``sep`` clipped to ``0..query_len``.
+
+    Rows of a run are sliced as views (no gather); a batch with one ``sep`` is one run, a batch of
+    distinct ones is one run per row. Reads ``sep`` on the host (one sync on a GPU).
+    """
+    values = [min(max(int(s), 0), query_len) for s in sep.reshape(-1).tolist()]
+    runs: list[tuple[int, int, int]] = []
+    for b, s in enumerate(values):
+        if runs and runs[-1][2] == s:
+            runs[-1] = (runs[-1][0], b + 1, s)
+        else:
+            runs.append((b, b + 1, s))
+    return runs
+
+
+def prefix_lm_block_mask(sep: torch.Tensor, offset: int, query_len: int, batch_size: int):
+    """FlexAttention ``BlockMask`` of GLM's mask for ``query_len`` queries after ``offset`` cached keys.
+
+    ``mask_mod(b, h, q, kv) = kv < offset + sep[b]  or  kv <= offset + q`` over ``offset + query_len`` keys
+    (segment-relative: every cached column is visible, as in ``sep_attention_mask``). Built once per
+    forward and shared by every layer (heads broadcast: ``H=None``).
+    """
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    sep = sep.reshape(-1).expand(batch_size).to(torch.long)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return (kv_idx < sep[b] + offset) | (kv_idx <= q_idx + offset)
+
+    return create_block_mask(mask_mod, batch_size, None, query_len, offset + query_len, device=sep.device)

@@ -1,4 +1,4 @@
-"""GLMModel numerics: masks, attention, TP parity, mems, checkpoint layouts, overfitting."""
+"""GLMModel numerics: masks, attention, TP parity, KV cache, checkpoint layouts, overfitting."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from model.checkpoint_compat import (
     shard_state_dict,
     to_sat_layout,
 )
-from model.glm import attention_core
+from model.glm import KVCache, attention_core
 from model.masks import blank_infilling_position_ids, causal_position_ids, sep_attention_mask
 from mpu import ParallelState
 from mpu.layers import partition_of
@@ -144,18 +144,21 @@ def test_full_mask_equals_sep_mask() -> None:
     assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_mems_two_segments_equal_one_pass() -> None:
+def test_kv_cache_two_segments_equal_one_pass() -> None:
+    # Was the Transformer-XL ``mems`` test; the KV cache replaces that path (issue 15).
     model = GLMModel(GLMConfig(**TINY)).eval()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 512, (2, 12), generator=g)
     causal = torch.zeros(2, dtype=torch.long)  # sep = 0: plain causal attention
-    full, _ = model(ids, causal_position_ids(2, 12), causal)
-    first, mems = model(ids[:, :5], causal_position_ids(2, 5), causal, return_memory=True)
-    assert len(mems) == 3 and mems[0].shape == (2, 5, 32)
-    second, mems2 = model(ids[:, 5:], causal_position_ids(2, 7, offset=5), causal, mems=mems,
-                          return_memory=True)
+    full, rest = model(ids, causal_position_ids(2, 12), causal)
+    assert rest == []
+    cache = KVCache(2)
+    first, _ = model(ids[:, :5], causal_position_ids(2, 5), causal, kv_cache=cache)
+    second, _ = model(ids[:, 5:], causal_position_ids(2, 7, offset=5), causal, kv_cache=cache)
+    assert cache.length == 12
     assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-5)
-    assert mems2[0].shape == (2, 12, 32)
+    with pytest.raises(TypeError):
+        model(ids, causal_position_ids(2, 12), causal, mems=[])  # the mems path is gone
 
 
 def test_init_is_reproducible_and_scaled() -> None:

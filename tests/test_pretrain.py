@@ -503,3 +503,27 @@ def test_launcher_builds_the_mglm_recipe(store, tmp_path, monkeypatch):
     assert t.model_parallel_size == 2 and t.save == str(tmp_path / "save") and d.train_data == (str(store),)
     assert d.seq_length == 512 and t.bf16 and t.batch_size == 10 and t.gradient_accumulation_steps == 4
     assert t.train_iters == 7 and o.lr_decay_iters == 5  # the extra flags came last and won
+
+
+@pytest.mark.slow  # compiles forward and backward on the first step (~30 s on a 2-core CPU)
+def test_pretrain_compile_gives_the_eager_losses(store, tmp_path, monkeypatch):
+    """--compile reaches the model (compiled in place) and trains to the eager run's losses (3 steps)."""
+    import pretrain_glm
+    from model.glm import GLMModel
+
+    compiled = []
+    real_compile = GLMModel.compile
+
+    def spy(self, *a, **k):
+        compiled.append(type(self).__name__)
+        return real_compile(self, *a, **k)
+
+    monkeypatch.setattr(GLMModel, "compile", spy)
+    # Dropout 0: compiled dropout draws its masks from another random stream than eager dropout.
+    args = ["--batch-size", "2", "--no-tensorboard", "--hidden-dropout", "0", "--attention-dropout", "0"]
+    eager = pretrain_glm.main(common(store, tmp_path / "eager", iters=3, lr_decay_iters=3) + args)
+    assert compiled == []
+    comp = pretrain_glm.main(common(store, tmp_path / "comp", iters=3, lr_decay_iters=3) + args + ["--compile"])
+    assert compiled == ["GLMModel"]
+    assert len(eager["train_losses"]) == 3
+    assert comp["train_losses"] == pytest.approx(eager["train_losses"], abs=1e-4)

@@ -90,6 +90,7 @@ class TrainArgs:
     local_rank: int | None = None
     device: str | None = None  # "cpu" or "cuda"; default: cuda when available
     exit_signal_save: bool = True  # SIGTERM/SIGINT save a checkpoint before exiting
+    compile: bool = False  # torch.compile the model (off by default: no faster on the CPU, README Benchmarks)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ _HELP = {
     "experiment_name": "run name, recorded with the configuration in each checkpoint's meta.json",
     "local_rank": "set by the deepspeed launcher (default: $LOCAL_RANK)",
     "device": "cpu or cuda (default: cuda when available)",
+    "compile": "torch.compile the model (compiles on the first steps; measured no faster on a CPU)",
     "exit_signal_save": "SIGTERM/SIGINT save a checkpoint at the end of the current step before exiting "
                         "(on by default)",
 }
