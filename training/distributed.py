@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ class RunContext:
     """What every entry point starts with: the process group, the TP x DP layout and the rank-0 logger."""
 
     info: DistInfo
-    ps: object  # mpu.initialize.ParallelState
-    log: object  # logging.Logger
+    parallel_state: ParallelState
+    log: logging.Logger
 
 
 def start_run(train_args, what: str) -> RunContext:
