@@ -39,9 +39,10 @@ from model.glm import param_groups_for_weight_decay
 from mpu.initialize import ParallelState
 from tasks import registry
 from tasks.base import EpochBatches, default_select_on, evaluate, format_table, language_scores, selection_key
+from tasks.cli import parse_finetune_args
 from training import checkpoint as ckpt
 from training import setup
-from training.arguments import FinetuneArgs, FinetuneConfig, parse_finetune_args
+from training.arguments import FinetuneArgs, FinetuneConfig
 from training.engine import build_engine
 from training.loop import LoopConfig, LoopState, train
 from training.lr_schedule import LRSchedule
@@ -69,7 +70,7 @@ def run(cfg: FinetuneConfig) -> dict:
         vocab = setup.vocab_rows(tok, parallel_state, cfg.model.make_vocab_size_divisible_by,
                                  resumed_meta=found.meta if found else None, pretrained=pre, pretrained_meta=meta,
                                  trust=t.trust_checkpoint)
-        task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
+        task = task_cls(tok, f.seq_length, f.pattern_id, options=cfg.task_options)
         data = read_task_data(task, f, log)
 
         # Model, weights, engine, resume -----------------------------------------------------------

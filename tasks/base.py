@@ -17,10 +17,11 @@ tasks share lives here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -325,9 +326,16 @@ class Task:
     metric_name: str = "accuracy"  # the metric model selection uses
     metric_names: tuple[str, ...] = ("accuracy",)  # every metric reported (metric_name among them)
     default_pattern_id: int = 0
+    # The task's own command-line options: a frozen dataclass whose fields become flags of
+    # ``finetune_glm.py --task NAME`` (its class attributes TITLE and HELP: the --help group and lines), with
+    # ``validate(self, finetune_args)``, the one place each option is checked. None: no options of its own.
+    options_cls: ClassVar[type | None] = None
+    reads_data_dir: ClassVar[bool] = True  # False: the task reads files named by its own options
+    # Defaults the task sets for finetuning flags (its own or the shared ones) that the command line omits.
+    flag_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
-        """``options``: the run's ``FinetuneArgs`` (generation lengths, beams, ...); None in unit tests."""
+        """``options``: an instance of ``options_cls`` (generation lengths, beams, ...); None in unit tests."""
         self.tokenizer = tokenizer
         self.seq_length = seq_length
         self.pattern_id = self.default_pattern_id if pattern_id is None else pattern_id

@@ -73,7 +73,7 @@ def tokenizer_path(flag: str | None, meta: dict | None, where: str) -> str:
     path = flag or (meta or {}).get("tokenizer")
     if not path:
         raise UsageError("--tokenizer-model FILE.model is required"
-                         + (f" ({where} records no tokenizer)" if meta else ""))
+                         + (f" ({where} records no tokenizer)" if meta is not None else ""))
     if not flag and not os.path.isfile(path) and not os.path.isabs(path) and (REPO / path).is_file():
         path = str(REPO / path)
     if not os.path.isfile(path):
