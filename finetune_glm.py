@@ -275,9 +275,9 @@ def final_scores(head: dict, scorer: Scorer, data: TaskData, state, t0: float, o
     task = scorer.task
     dev_scores, dev_preds = scorer.score("dev", data.dev_samples, data.dev)
     test_scores, test_preds = scorer.score("test", data.test_samples, data.test) if data.test else ({}, {})
-    ps = scorer.parallel_state
-    result = {**head, "dev": dev_scores, "test": test_scores, **setup.loss_record(state),
-              "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0}
+    world = {"tp": scorer.parallel_state.tp_size, "dp": scorer.parallel_state.dp_size}
+    result = {**head, "dev": dev_scores, "test": test_scores, **setup.loss_record(state), "world": world,
+              "wall_s": time.time() - t0}
     tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, data.absent["dev"], task.languages)]
     if data.test or data.absent.get("test"):
         tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, data.absent["test"],

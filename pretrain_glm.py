@@ -93,7 +93,7 @@ def run(cfg: PretrainConfig) -> dict:
         def loss_fn(eng, batch):
             b = setup.to_device(batch, device)
             # Logits of the scored (Part B) positions only: [N, V/p].
-            logits, _ = eng(b["text"], b["position_id"], b["attention_mask"], logit_mask=b["loss_mask"] != 0)
+            logits, _ = eng(b["text"], b["position_id"], b["sep"], logit_mask=b["loss_mask"] != 0)
             return glm_lm_loss(logits, b["target"], b["loss_mask"], parallel_state), batch["mode"]
 
         def train_batches(start_step: int) -> Iterator[dict]:

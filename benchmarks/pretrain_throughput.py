@@ -44,7 +44,7 @@ def bare_step_times(model_config, batch, steps: int, device, bf16: bool) -> list
 
     def step():
         with ctx():
-            logits, _ = model(b["text"], b["position_id"], b["attention_mask"], logit_mask=b["loss_mask"] != 0)
+            logits, _ = model(b["text"], b["position_id"], b["sep"], logit_mask=b["loss_mask"] != 0)
         loss = glm_lm_loss(logits, b["target"], b["loss_mask"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -21,9 +21,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def gather_objects(obj: Any, group) -> list[Any]:
     return out
 
 
-def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[Any], batch_size: int, ps,
+def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[Any], batch_size: int, parallel_state: ParallelState,
              desc: str = "eval", rank: int = 0) -> list[str]:
     """Predictions for every sample, in order, on every rank.
 
@@ -205,7 +208,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
     """
     import torch
 
-    batches = shard_for_eval(len(samples), batch_size, ps.dp_rank, ps.dp_size)
+    batches = shard_for_eval(len(samples), batch_size, parallel_state.dp_rank, parallel_state.dp_size)
     mine: dict[int, str] = {}
     from training.progress import report_progress
 
@@ -221,7 +224,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
             bar.update(1)
     bar.close()
     merged: dict[int, str] = {}
-    for part in gather_objects(mine, ps.dp_group if ps.dp_size > 1 else None):
+    for part in gather_objects(mine, parallel_state.dp_group if parallel_state.dp_size > 1 else None):
         merged.update(part)
     assert len(merged) == len(samples), (len(merged), len(samples))
     return [merged[i] for i in range(len(samples))]
@@ -373,11 +376,11 @@ class Task:
         raise NotImplementedError
 
     # model ------------------------------------------------------------------------------------
-    def loss(self, engine, batch: dict[str, Any], ps) -> Any:
+    def loss(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> Any:
         """Scalar training loss of one collated micro-batch (already on the device)."""
         raise NotImplementedError
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[Any]:
+    def predict(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> list[Any]:
         """Predictions (picklable) of one collated batch (already on the device), one per sample."""
         raise NotImplementedError
 

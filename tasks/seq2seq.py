@@ -24,11 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from tasks.base import Task
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass(frozen=True)
@@ -148,22 +151,22 @@ class GenerationTask(Task):
                 pos[b, 0, n:n + T] = s["mask_pos"]
                 pos[b, 1, n:n + T] = torch.arange(1, T + 1)
             pos[b, 0, n + len(tgt):] = n - 1  # padding: any valid position (nothing real attends to it)
-        return {"text": ids, "position_id": pos, "attention_mask": sep, "labels": labels,
+        return {"text": ids, "position_id": pos, "sep": sep, "labels": labels,
                 "sources": [s["source"] for s in samples], "mask_positions": [s["mask_pos"] for s in samples]}
 
     # model --------------------------------------------------------------------------------------
-    def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
+    def loss(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> torch.Tensor:
         from mpu.cross_entropy import vocab_parallel_smoothed_cross_entropy
 
         labels = batch["labels"]  # [B, L], -100 off target
         mask = labels >= 0
         # Logits of the target positions only: [N, V/p].
-        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"], logit_mask=mask)
+        logits, _ = engine(batch["text"], batch["position_id"], batch["sep"], logit_mask=mask)
         per_token = vocab_parallel_smoothed_cross_entropy(logits.float(), labels[mask],
-                                                          self.label_smoothing, ps)  # [N]
+                                                          self.label_smoothing, parallel_state)  # [N]
         return per_token.sum() / mask.sum().clamp(min=1)
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[tuple[str, float]]:
+    def predict(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> list[tuple[str, float]]:
         """``(generated text, score)`` per sample (beam score: sum log p / len**length_penalty)."""
         from model.generation import all_ranks_done, blank_layout, generate_blank
 
@@ -171,7 +174,7 @@ class GenerationTask(Task):
         layouts = [blank_layout(src, [], self.special.sop_id) for src in batch["sources"]]
         # DP ranks decode different batches; under ZeRO-3 every forward gathers parameters from all of them,
         # so they stop together (each rank's results are unchanged by the extra padded steps).
-        sync = all_ranks_done(ps.dp_group, batch["text"].device) if ps.dp_size > 1 else None
+        sync = all_ranks_done(parallel_state.dp_group, batch["text"].device) if parallel_state.dp_size > 1 else None
         results = generate_blank(model, self.special, layouts, batch["mask_positions"], self.generation,
                                  stop_sync=sync)
         return [(self.tokenizer.decode(r[0].tokens).strip(), float(r[0].score)) for r in results]

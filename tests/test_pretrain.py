@@ -341,7 +341,7 @@ def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch, capsys):
     def spy(self, items):
         batch = real_call(self, items)
         dblock = self.collator.dblock_id
-        sep = batch["attention_mask"]
+        sep = batch["sep"]
         in_a = [bool((batch["text"][i, : int(sep[i])] == dblock).any()) for i in range(len(sep))]
         seen.append((batch["mode"], self.collator.config.context_mask_ratio, any(in_a)))
         return batch

@@ -73,7 +73,7 @@ def test_layout_and_loss_match_a_direct_per_sample_computation(sample_tokenizer)
 
     smoothed = Echo(tok, 64, options=GenerationOptions(tgt_seq_length=8, label_smoothing=0.2)).loss(
         model, batch, ParallelState.single())
-    logits, _ = model(batch["text"], batch["position_id"], batch["attention_mask"])
+    logits, _ = model(batch["text"], batch["position_id"], batch["sep"])
     m = batch["labels"] >= 0
     ref = F.cross_entropy(logits[m].float(), batch["labels"][m], label_smoothing=0.2)
     assert smoothed.item() == pytest.approx(ref.item(), rel=1e-5)

@@ -470,6 +470,6 @@ def test_launchers_build_mglm_recipe_that_parses(tmp_path):
         args = [a for a in args if a not in ("--checkpoint-activations",)]
         args += ["--tokenizer-model", str(SAMPLE_TOKENIZER)]
         cfg = parse_finetune_args(args)
-        f, o = cfg.finetune, cfg.optim
-        assert (f.seq_length, f.tgt_seq_length, f.label_smoothing, f.qa_aggregate) == (512, 64, 0.1, "first")
+        f, q, o = cfg.finetune, cfg.task_options, cfg.optim
+        assert (f.seq_length, q.tgt_seq_length, q.label_smoothing, q.qa_aggregate) == (512, 64, 0.1, "first")
         assert (o.lr, o.weight_decay, o.adam_beta2, cfg.train.batch_size, cfg.train.fp16) == (1e-5, 0.01, 0.95, 2, True)

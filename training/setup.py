@@ -147,10 +147,11 @@ def resume(engine, found: Resume, model_config: GLMConfig, parallel_state: Paral
            train_args: TrainArgs) -> int:
     """Restore weights, optimizer (unless ``--no-load-optim``) and every rank's RNG state from ``found``,
     after checking that it was saved by the same model at the same TP size; returns its step."""
-    ps, t = parallel_state, train_args
-    ckpt.check_compatible(found.meta, model_config.to_dict(), ps.tp_size, f"--load {found.where}", ps.dp_size)
+    t = train_args
+    ckpt.check_compatible(found.meta, model_config.to_dict(), parallel_state.tp_size, f"--load {found.where}",
+                          parallel_state.dp_size)
     engine.load(str(found.load_dir), found.tag, load_optimizer=not t.no_load_optim, trust=t.trust_checkpoint)
-    ckpt.load_rng(found.load_dir, found.tag, rank, ps.rng_tracker, trust=t.trust_checkpoint)
+    ckpt.load_rng(found.load_dir, found.tag, rank, parallel_state.rng_tracker, trust=t.trust_checkpoint)
     return int(found.meta["step"])
 
 
