@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,50 @@ def test_import_graph_check_sees_an_import_inside_a_function(tmp_path):
     p = tmp_path / "x.py"
     p.write_text("def f():\n    from pretrain_glm import run\n    import training.setup as s\n")
     assert _imports(p) == {"pretrain_glm", "training"}
+
+
+# ------------------------------------------------------------------------------------- task options
+def test_each_task_shows_and_owns_its_options():
+    """``--task X --help`` lists X's own options and no other task's; plain ``--help`` lists none of them and
+    says how to see them; a flag of another task is refused in one line naming it and the task."""
+    from common.errors import UsageError
+    from tasks.cli import build_parser, parse_finetune_args
+
+    def listed(task: str | None) -> set[str]:  # the flags --help describes (one per option line)
+        return set(re.findall(r"^  (--[\w-]+)", build_parser(task).format_help(), re.M))
+
+    plain = listed(None)
+    assert {"--epochs", "--task"} <= plain and not plain & {"--qa-stride", "--num-beams", "--train-file"}
+    assert "--task NAME --help" in build_parser().format_help()
+    qa, cloze, xnli = listed("xquad"), listed("cloze"), listed("xnli")
+    assert {"--qa-stride", "--num-beams"} <= qa and "--train-file" not in qa
+    assert {"--verbalizers", "--train-file"} <= cloze and not cloze & {"--num-beams", "--qa-stride"}
+    assert xnli == plain
+    data = str(TASK_DATA / "xnli" / "xtreme")
+    with pytest.raises(UsageError, match=r"^--num-beams --qa-stride: not an option of --task xnli "):
+        parse_finetune_args(["--task", "xnli", "--data-dir", data, "--qa-stride", "3", "--num-beams", "2"])
+    cfg = parse_finetune_args(["--task", "xquad", "--data-dir", data, "--qa-stride", "3", "--num-beams", "2"])
+    assert (cfg.task_options.qa_stride, cfg.task_options.num_beams, cfg.task_options.qa_aggregate) == (3, 2, "best")
+    # meta.json's config keeps the task's options beside the shared ones, as before the split
+    recorded = cfg.to_dict()["finetune"]
+    assert recorded["qa_stride"] == 3 and recorded["task"] == "xquad" and "task_options" not in cfg.to_dict()
+
+
+def test_qa_options_are_checked_once_by_their_owner(monkeypatch):
+    """The QA options are validated by QAOptions.validate only (the parser called it; building the task does
+    not check again), and a bad value is refused there."""
+    from tasks.cli import parse_finetune_args
+    from tasks.qa import QAOptions
+
+    calls = []
+    real = QAOptions.validate
+    monkeypatch.setattr(QAOptions, "validate", lambda self, f: (calls.append(self), real(self, f))[1])
+    data = str(TASK_DATA / "xnli" / "xtreme")
+    cfg = parse_finetune_args(["--task", "xquad", "--data-dir", data])
+    from data_utils.tokenizer import GLMTokenizer
+    from tasks.xquad import XQuAD
+
+    task = XQuAD(GLMTokenizer(SAMPLE_TOKENIZER), 64, options=cfg.task_options)
+    assert len(calls) == 1 and task.stride == 32 and task.na_train == "keep"
+    with pytest.raises(ValueError, match="--qa-na-train 'sometimes': expected keep or drop"):
+        parse_finetune_args(["--task", "xquad", "--data-dir", data, "--qa-na-train", "sometimes"])
