@@ -28,11 +28,24 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from training.arguments import FinetuneConfig, parse_finetune_args
+from model import GLMModel
+from model.config import build_model_config
+from model.glm import param_groups_for_weight_decay
+from mpu.initialize import ParallelState
+from tasks import registry
+from tasks.base import EpochBatches, default_select_on, evaluate, format_table, language_scores, selection_key
+from tasks.cli import parse_finetune_args
+from training import checkpoint as ckpt
+from training import setup
+from training.arguments import FinetuneArgs, FinetuneConfig
+from training.engine import build_engine
+from training.loop import LoopConfig, LoopState, train
+from training.lr_schedule import LRSchedule
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -40,261 +53,256 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def run(cfg: FinetuneConfig) -> dict:
-
-
-    from data_utils.tokenizer import GLMTokenizer
-    from model import GLMModel
-    from model.glm import param_groups_for_weight_decay
-    from pretrain_glm import build_model_config
-    from tasks import registry
-    from tasks.base import (
-        EpochBatches,
-        default_select_on,
-        evaluate,
-        format_table,
-        language_scores,
-        selection_key,
-    )
-    from training import checkpoint as ckpt
-    from training.distributed import shutdown, start_run
-    from training.engine import build_engine
-    from training.logging import MetricsWriter
-    from training.loop import LoopConfig, LoopState, train
-    from training.lr_schedule import LRSchedule
-
     t, o, f = cfg.train, cfg.optim, cfg.finetune
     task_cls = registry.get(f.task)
-    run_ctx = start_run(t, f"finetune {f.task}")
-    info, ps, log = run_ctx.info, run_ctx.ps, run_ctx.log
-    save_lock = None
-    try:
-        save_lock = ckpt.lock_save_dir(t.save, info.rank)  # one writer per --save, for the whole run
-
+    with setup.run_session(t, f"finetune {f.task}") as session:
+        info, parallel_state, log = session.info, session.parallel_state, session.log
         out_dir = Path(t.save or t.log_dir) if (t.save or t.log_dir) else None
         if out_dir is not None and (out_dir / "results.json").exists() and not f.overwrite and not t.load:
             raise ValueError(f"{out_dir / 'results.json'} exists; pass --overwrite to replace it")
 
-        # Tokenizer, task, data -------------------------------------------------------------------
-        # A resumed finetune (--load) or our pretrained checkpoint records its model config and tokenizer.
-        load_meta = None
-        if t.load:
-            load_dir, load_tag, load_meta = ckpt.resolve_intact(t.load)  # verified; falls back from a damaged newest
-            check_finetune_of(load_meta, task_cls.name, load_dir / load_tag)
-        pre_meta = load_meta if t.load else ckpt.pretrained_meta(t.load_pretrained)
-        tok_path = f.tokenizer_model or (pre_meta or {}).get("tokenizer")
-        if not tok_path:
-            raise ValueError("--tokenizer-model FILE.model is required (the checkpoint records none)")
-        if not Path(tok_path).is_file():
-            raise FileNotFoundError(f"--tokenizer-model {tok_path}: file not found")
-        # A checkpoint pretrained with --block-mask-prob > 0 has [dBLOCK] at N+10: rebuild the same tokenizer.
-        tok = GLMTokenizer(tok_path, add_dblock=bool((pre_meta or {}).get("tokenizer_add_dblock", False)))
-        # A new table pads the tokenizer to 128 x TP; a pretrained one keeps its rows (checked against the
-        # tokenizer before any tensor is loaded). --load: the run's own meta records the rows.
+        # Tokenizer, task, data: a resumed finetune (--load) or our pretrained checkpoint records its model
+        # config and tokenizer ([dBLOCK] included); a new table pads the tokenizer to 128 x TP.
+        found = setup.find_resume(t.load, task=task_cls.name)  # verified; a finetune of this task only
         pre = t.load_pretrained if t.load_pretrained and not t.load else None
-        vocab = (int(load_meta["model_config"]["vocab_size"]) if t.load and "model_config" in (load_meta or {})
-                 else ckpt.embedding_rows(tok, ps.tp_size, cfg.model.make_vocab_size_divisible_by, pre, pre_meta,
-                                          tok_path, trust=t.trust_checkpoint))
-        task = task_cls(tok, f.seq_length, f.pattern_id, options=f)
-        data_dir = Path(f.data_dir) if f.data_dir else task.data_source()  # --task cloze / seq2seq: files
-        langs = list(f.languages) or None
-        train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
-        dev = task.read_split(data_dir, "dev", langs)
-        test = task.read_split(data_dir, "test", langs)
-        absent = {"dev": absent_languages(task, "dev", dev, langs, data_dir, log)}
-        if test:  # a task or folder without any test file has no test split (said below), nothing is absent
-            absent["test"] = absent_languages(task, "test", test, langs, data_dir, log)
-        dev = {k: v for k, v in dev.items() if v}
-        test = {k: v for k, v in test.items() if v}
-        if f.eval_limit is not None:  # a smoke run: the scores are not the benchmark's (results.json says so)
-            dev = {k: v[:f.eval_limit] for k, v in dev.items()}
-            test = {k: v[:f.eval_limit] for k, v in test.items()}
-            log.warning(f"--eval-limit {f.eval_limit}: scoring only the first {f.eval_limit} examples per language")
-        # Model selection: needed only when training. Unless given, the English dev set when there is a
-        # labelled one, else the first requested (or read) language's.
-        select_on = f.select_on
-        if select_on is None and f.epochs > 0:
-            select_on, why = default_select_on(dev, langs, task.has_gold)
-            if select_on is None:
-                raise ValueError(f"{data_dir}: no labelled dev set to select the model on ({why}; dev languages "
-                                 f"read: {', '.join(dev) or 'none'}); pass --epochs 0 to evaluate only")
-            log.info(f"--select-on not given: selecting on {select_on} ({why})")
-        key = selection_key(select_on) if select_on is not None else None
-        if key is not None and f.epochs > 0:
-            check_selection_set(select_on, key, dev, task.has_gold, data_dir)
-        log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
-                 + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
-                 + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
-        train_samples = task.train_samples(train_examples)
-        dev_samples = {k: task.eval_samples(v) for k, v in dev.items()}
-        test_samples = {k: task.eval_samples(v) for k, v in test.items()}
-        if f.epochs > 0 and not train_samples:
-            raise ValueError(f"{f.task}: the training split in {data_dir} yields no training samples")
+        meta = found.meta if found else ckpt.pretrained_meta(t.load_pretrained)
+        tok = setup.checkpoint_tokenizer(f.tokenizer_model, meta, "the checkpoint")
+        vocab = setup.vocab_rows(tok, parallel_state, cfg.model.make_vocab_size_divisible_by,
+                                 resumed_meta=found.meta if found else None, pretrained=pre, pretrained_meta=meta,
+                                 trust=t.trust_checkpoint)
+        task = task_cls(tok, f.seq_length, f.pattern_id, options=cfg.task_options)
+        data = read_task_data(task, f, log)
 
-        # Model, weights, engine ------------------------------------------------------------------
-        model_config = build_model_config(cfg.as_pretrain(), vocab, (pre_meta or {}).get("model_config"))
-        model = GLMModel(model_config, ps, init_seed=t.seed).to(info.device)
-        if t.load_pretrained and not t.load:
-            log.info(f"initialised weights from "
-                     f"{ckpt.load_pretrained(model, t.load_pretrained, ps, trust=t.trust_checkpoint)}")
+        # Model, weights, engine, resume -----------------------------------------------------------
+        model_config = build_model_config(cfg.model, vocab, seq_length=f.seq_length,
+                                          tensor_parallel_size=t.model_parallel_size,
+                                          base_config=(meta or {}).get("model_config"))
+        model = GLMModel(model_config, parallel_state, init_seed=t.seed).to(info.device)
+        setup.load_pretrained_weights(model, t, parallel_state, log)
         if t.compile:
             model.compile()  # in place: state_dict keys unchanged, checkpoints stay interchangeable
-        engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), ps, o, t,
+        engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), parallel_state, o, t,
                               cfg.ds_config, info.device)
         gas = engine.grad_accum
-        batches = EpochBatches(max(1, len(train_samples)), t.batch_size, ps.dp_size, gas, t.seed)
+        batches = EpochBatches(max(1, len(data.train_samples)), t.batch_size, parallel_state.dp_size, gas, t.seed)
         steps_per_epoch = batches.steps_per_epoch
-        train_iters = t.train_iters if "train_iters" in cfg.given else f.epochs * steps_per_epoch
-        if f.epochs == 0 and "train_iters" not in cfg.given:
-            train_iters = 0
-        eval_interval = t.eval_interval if "eval_interval" in cfg.given else f.eval_epoch * steps_per_epoch
-        save_interval = t.save_interval if "save_interval" in cfg.given else 10**9  # the end always saves
-        eval_bs = f.eval_batch_size or t.batch_size
-        device = info.device
-
-        def to_device(batch: dict) -> dict:
-            return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-        def predict_batch(samples: list[dict]) -> list:
-            return task.predict(engine, to_device(task.collate(samples)), ps)
-
-        def score(split: str, samples: dict[str, list[dict]], examples: dict, step: int) -> tuple[dict, dict]:
-            engine.eval()
-            preds = {}
-            for lang, s in samples.items():
-                per_sample = evaluate(predict_batch, s, eval_bs, ps, desc=f"{split}-{lang}", rank=info.rank)
-                preds[lang] = task.aggregate(examples[lang], s, per_sample)
-            return language_scores(preds, examples, task.metrics, task.has_gold), preds
-
-        # Resume, best-model tracking -------------------------------------------------------------
+        train_iters, eval_interval, save_interval = loop_lengths(cfg, steps_per_epoch)
+        scorer = Scorer(task, engine, parallel_state, info.device, f.eval_batch_size or t.batch_size, info.rank)
+        meta_base = setup.checkpoint_meta(cfg.to_dict(), model_config, parallel_state, tok, t.seed, task=task.name)
+        best = BestModel(scorer, data, engine, Path(t.save) / "best" if t.save else None, meta_base,
+                         parallel_state, info.rank, log)
         state = LoopState()
-        best = {"score": None, "step": None, "dev": {}}
-        if t.load:
-            ckpt.check_compatible(load_meta, model_config.to_dict(), ps.tp_size,
-                                  f"--load {load_dir / load_tag}", ps.dp_size)
-            engine.load(str(load_dir), load_tag, load_optimizer=not t.no_load_optim, trust=t.trust_checkpoint)
-            ckpt.load_rng(load_dir, load_tag, info.rank, ps.rng_tracker, trust=t.trust_checkpoint)
-            state.step = int(load_meta["step"])
-            best.update(load_meta.get("finetune_best", {}))
-            log.info(f"resumed from {load_dir / load_tag} at step {state.step}")
-        meta_base = {"config": cfg.to_dict(), "model_config": model_config.to_dict(), "tp_size": ps.tp_size,
-                     "dp_size": ps.dp_size, "tokenizer": tok.model_path, "seed": t.seed, "task": task.name}
-        best_dir = Path(t.save) / "best" if t.save else None
-        best_in_memory: dict[str, torch.Tensor] = {}
-        metric = task.metric_name
-
-        def eval_fn(step: int) -> dict[str, float]:
-            scores, _ = score("dev", dev_samples, dev, step)
-            if key not in scores:
-                raise ValueError(f"--select-on {select_on}: the dev set of {key!r} carries no labels")
-            value = scores[key][metric]
-            if best["score"] is None or value > best["score"]:
-                best.update(score=value, step=step, dev=scores)
-                if best_dir is not None:
-                    meta = {**meta_base, "finetune_best": dict(best)}
-                    path = ckpt.save_checkpoint(engine, best_dir, step, meta, {"iteration": step}, info.rank,
-                                                ps.rng_tracker)
-                    if info.rank == 0:  # one best model on disk
-                        for old in best_dir.iterdir():
-                            if old.is_dir() and old.name != path.name:
-                                shutil.rmtree(old, ignore_errors=True)
-                else:
-                    best_in_memory.clear()
-                    best_in_memory.update({k: v.detach().to("cpu", copy=True)
-                                           for k, v in engine.module.state_dict().items()})
-                log.info(f"new best {select_on} {metric} {value:.2f} at step {step}")
-            flat = {f"{m}_{lang}": v[m] for lang, v in scores.items() for m in task.metric_names}
-            flat[f"best_{metric}"] = best["score"]
-            return flat
+        if found is not None:
+            state.step = setup.resume(engine, found, model_config, parallel_state, info.rank, t)
+            best.record.update(found.meta.get("finetune_best", {}))
+            log.info(f"resumed from {found.where} at step {state.step}")
 
         def loss_fn(eng, batch):
-            return task.loss(eng, to_device(batch), ps), "task"
+            return task.loss(eng, setup.to_device(batch, info.device), parallel_state), "task"
 
         def train_batches(start_step: int) -> Iterator[dict]:
-            for idx in batches.iterate(start_step, ps.dp_rank):
-                yield task.collate([train_samples[i] for i in idx])
+            for idx in batches.iterate(start_step, parallel_state.dp_rank):
+                yield task.collate([data.train_samples[i] for i in idx])
 
-        save_fn = None
-        if t.save:
-            def save_fn(step: int) -> None:
-                meta = {**meta_base, "finetune_best": dict(best),
-                        "data_position": {"step": step, "micro_batches": step * gas, "epoch": step / steps_per_epoch}}
-                log.info(f"saved checkpoint {ckpt.save_checkpoint(engine, t.save, step, meta, {'iteration': step}, info.rank, ps.rng_tracker)}")
-
-        log_dir = t.log_dir or (str(Path(t.save) / "logs") if t.save else None)
-        # Step N is complete in checkpoint N (logged before it was saved): drop only the rows after it.
-        writer = MetricsWriter(log_dir, info.rank, tensorboard=not t.no_tensorboard,
-                               purge_step=state.step + 1 if state.step else None)
+        save_fn = setup.checkpoint_saver(engine, t.save, lambda step: {**meta_base, "finetune_best": dict(best.record),
+                                         "data_position": {"step": step, "micro_batches": step * gas,
+                                                           "epoch": step / steps_per_epoch}},
+                                         parallel_state, info.rank, log)
+        writer, _ = setup.metrics_writer(t, info.rank, state.step)
         t0 = time.time()
         if train_iters > 0:
             schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or train_iters, warmup=o.warmup,
                                   decay_style=o.lr_decay_style, decay_ratio=o.lr_decay_ratio)
             log.info(f"{train_iters} steps ({steps_per_epoch} per epoch, global batch {batches.global_batch}), "
-                     f"dev every {eval_interval} steps, selecting on {select_on}")
+                     f"dev every {eval_interval} steps, selecting on {data.select_on}")
             loop_cfg = LoopConfig(train_iters=train_iters, grad_accum=gas, log_interval=t.log_interval,
                                   eval_interval=eval_interval, save_interval=save_interval,
                                   exit_signal_save=t.exit_signal_save, tokens_per_sample=f.seq_length,
                                   progress=sys.stderr.isatty(), objectives=("task",))
-            state = train(engine, ps, loop_cfg, state, schedule, loss_fn, train_batches, save_fn, eval_fn, writer,
-                          info.rank)
+            state = train(engine, parallel_state, loop_cfg, state, schedule, loss_fn, train_batches, save_fn,
+                          best.eval_fn, writer, info.rank)
             if state.stopped_by_signal:
                 return {"step": state.step, "stopped_by_signal": True, "train_losses": state.step_losses}
-            # Final numbers from the selected model.
-            if best_dir is not None and (best_dir / ckpt.LATEST).is_file():
-                bdir, btag = ckpt.resolve(best_dir)
-                engine.load(str(bdir), btag, load_optimizer=False)
-            elif best_in_memory:
-                engine.module.load_state_dict(best_in_memory)
+            best.restore()  # final numbers from the selected model
         writer.close()
 
-        dev_scores, dev_preds = score("dev", dev_samples, dev, state.step)
-        test_scores, test_preds = score("test", test_samples, test, state.step) if test else ({}, {})
-        result = {
-            "task": task.name, "metric": metric, "select_on": select_on,
-            "pattern_id": task.pattern_id, "absent": absent,
-            "best_step": best["step"] if train_iters > 0 else None, "step": state.step, "train_iters": train_iters,
-            "steps_per_epoch": steps_per_epoch, "eval_limit": f.eval_limit, "dev": dev_scores, "test": test_scores,
-            "train_loss_first": state.step_losses[0] if state.step_losses else None,
-            "train_loss_last": state.step_losses[-1] if state.step_losses else None,
-            "train_losses": state.step_losses, "history": state.history,
-            "world": {"tp": ps.tp_size, "dp": ps.dp_size}, "wall_s": time.time() - t0,
-        }
-        tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, absent["dev"], task.languages)]
-        if test or absent.get("test"):
-            tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, absent["test"],
-                                       task.languages))
-        log.info("\n" + "\n".join(tables))
-        if info.rank == 0 and out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-            (out_dir / "results.txt").write_text("\n\n".join(tables) + "\n", encoding="utf-8")
-            pred_dir = out_dir / "predictions"
-            pred_dir.mkdir(exist_ok=True)
-            for split, preds, examples in (("dev", dev_preds, dev), ("test", test_preds, test)):
-                for lang, p in preds.items():
-                    with open(pred_dir / f"{task.name}-{split}-{lang}.jsonl", "w", encoding="utf-8") as w:
-                        for row in task.prediction_records(examples[lang], p):
-                            w.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    task.write_extra_predictions(pred_dir, split, lang, examples[lang], p)
-        return result
-    finally:
-        if save_lock is not None:
-            save_lock.release()
-        shutdown()
+        result = {"task": task.name, "metric": task.metric_name, "select_on": data.select_on,
+                  "pattern_id": task.pattern_id, "absent": data.absent,
+                  "best_step": best.record["step"] if train_iters > 0 else None, "step": state.step,
+                  "train_iters": train_iters, "steps_per_epoch": steps_per_epoch, "eval_limit": f.eval_limit}
+        return final_scores(result, scorer, data, state, t0, out_dir if info.rank == 0 else None, log)
 
 
-def check_finetune_of(meta: dict, task: str, where: Path) -> None:
-    """``--load`` resumes a finetune of this task; refuse any other checkpoint before reading tensors.
+# ------------------------------------------------------------------------------------------- data
+@dataclass
+class TaskData:
+    """The examples of every split (dev / test per language, without empty languages), their encoded samples,
+    the languages reported absent per split and the dev set that selects the model (``select_on``)."""
 
-    Our finetunes record ``"task"`` in ``meta.json`` (every version has); a pretraining checkpoint records
-    none. Resuming one of those would restore its step and optimizer as if it were this run's own and train
-    0 steps: its weights are what ``--load-pretrained`` is for."""
-    other = meta.get("task")
-    if other == task:
-        return
-    what = (f"a finetune of task {other!r}, not {task!r}" if other
-            else "not a finetune (its meta.json names no task: a pretraining checkpoint)")
-    raise ValueError(f"--load {where}: {what}; --load resumes a finetune of this task. To start finetuning "
-                     f"from its weights use --load-pretrained {where}")
+    train_examples: list
+    dev: dict[str, list]
+    test: dict[str, list]
+    absent: dict[str, list[str]]
+    select_on: str | None
+    key: str | None  # selection_key(select_on)
+    train_samples: list = field(default_factory=list)
+    dev_samples: dict[str, list] = field(default_factory=dict)
+    test_samples: dict[str, list] = field(default_factory=dict)
+
+
+def read_task_data(task, f: FinetuneArgs, log) -> TaskData:
+    """Read and check every split before any training: absent languages, ``--eval-limit``, the model-selection
+    set (``--select-on``, defaulted when training), then encode the samples."""
+    data_dir = Path(f.data_dir) if f.data_dir else task.data_source()  # --task cloze / seq2seq: files
+    langs = list(f.languages) or None
+    train_examples = task.read_split(data_dir, "train", None)[task.train_language] if f.epochs > 0 else []
+    dev = task.read_split(data_dir, "dev", langs)
+    test = task.read_split(data_dir, "test", langs)
+    absent = {"dev": absent_languages(task, "dev", dev, langs, data_dir, log)}
+    if test:  # a task or folder without any test file has no test split (said below), nothing is absent
+        absent["test"] = absent_languages(task, "test", test, langs, data_dir, log)
+    dev = {k: v for k, v in dev.items() if v}
+    test = {k: v for k, v in test.items() if v}
+    if f.eval_limit is not None:  # a smoke run: the scores are not the benchmark's (results.json says so)
+        dev = {k: v[:f.eval_limit] for k, v in dev.items()}
+        test = {k: v[:f.eval_limit] for k, v in test.items()}
+        log.warning(f"--eval-limit {f.eval_limit}: scoring only the first {f.eval_limit} examples per language")
+    # Model selection: needed only when training. Unless given, the English dev set when there is a
+    # labelled one, else the first requested (or read) language's.
+    select_on = f.select_on
+    if select_on is None and f.epochs > 0:
+        select_on, why = default_select_on(dev, langs, task.has_gold)
+        if select_on is None:
+            raise ValueError(f"{data_dir}: no labelled dev set to select the model on ({why}; dev languages "
+                             f"read: {', '.join(dev) or 'none'}); pass --epochs 0 to evaluate only")
+        log.info(f"--select-on not given: selecting on {select_on} ({why})")
+    key = selection_key(select_on) if select_on is not None else None
+    if key is not None and f.epochs > 0:
+        check_selection_set(select_on, key, dev, task.has_gold, data_dir)
+    log.info(f"{f.task}: {len(train_examples)} train examples ({task.train_language}); dev "
+             + ", ".join(f"{k} {len(v)}" for k, v in dev.items())
+             + ("; test " + ", ".join(f"{k} {len(v)}" for k, v in test.items()) if test else "; no test files"))
+    data = TaskData(train_examples, dev, test, absent, select_on, key, task.train_samples(train_examples),
+                    {k: task.eval_samples(v) for k, v in dev.items()}, {k: task.eval_samples(v) for k, v in test.items()})
+    if f.epochs > 0 and not data.train_samples:
+        raise ValueError(f"{f.task}: the training split in {data_dir} yields no training samples")
+    return data
+
+
+# ------------------------------------------------------------------------------------ evaluation
+class Scorer:
+    """Scores the samples of every language of a split with the task's metrics (all data-parallel ranks)."""
+
+    def __init__(self, task, engine, parallel_state: ParallelState, device: torch.device, batch_size: int,
+                 rank: int):
+        self.task, self.engine, self.parallel_state = task, engine, parallel_state
+        self.device, self.batch_size, self.rank = device, batch_size, rank
+
+    def predict_batch(self, samples: list[dict]) -> list:
+        return self.task.predict(self.engine, setup.to_device(self.task.collate(samples), self.device),
+                                 self.parallel_state)
+
+    def score(self, split: str, samples: dict[str, list[dict]], examples: dict) -> tuple[dict, dict]:
+        """(scores per language, predictions per language)."""
+        self.engine.eval()
+        preds = {}
+        for lang, s in samples.items():
+            per_sample = evaluate(self.predict_batch, s, self.batch_size, self.parallel_state,
+                                  desc=f"{split}-{lang}", rank=self.rank)
+            preds[lang] = self.task.aggregate(examples[lang], s, per_sample)
+        return language_scores(preds, examples, self.task.metrics, self.task.has_gold), preds
+
+
+class BestModel:
+    """Model selection: the best dev score on ``--select-on`` so far (``record``, saved in every checkpoint's
+    meta.json as ``finetune_best``), the model itself under ``<save>/best`` (one on disk) or in memory
+    without ``--save``; ``restore`` loads it back at the end."""
+
+    def __init__(self, scorer: Scorer, data: TaskData, engine, best_dir: Path | None, meta_base: dict,
+                 parallel_state: ParallelState, rank: int, log):
+        self.scorer, self.data, self.engine, self.best_dir = scorer, data, engine, best_dir
+        self.meta_base, self.parallel_state, self.rank, self.log = meta_base, parallel_state, rank, log
+        self.record: dict = {"score": None, "step": None, "dev": {}}
+        self.in_memory: dict[str, torch.Tensor] = {}
+
+    def eval_fn(self, step: int) -> dict[str, float]:
+        task, data, best = self.scorer.task, self.data, self.record
+        metric = task.metric_name
+        scores, _ = self.scorer.score("dev", data.dev_samples, data.dev)
+        if data.key not in scores:
+            raise ValueError(f"--select-on {data.select_on}: the dev set of {data.key!r} carries no labels")
+        value = scores[data.key][metric]
+        if best["score"] is None or value > best["score"]:
+            best.update(score=value, step=step, dev=scores)
+            if self.best_dir is not None:
+                meta = {**self.meta_base, "finetune_best": dict(best)}
+                path = ckpt.save_checkpoint(self.engine, self.best_dir, step, meta, {"iteration": step}, self.rank,
+                                            self.parallel_state.rng_tracker)
+                if self.rank == 0:  # one best model on disk
+                    for old in self.best_dir.iterdir():
+                        if old.is_dir() and old.name != path.name:
+                            shutil.rmtree(old, ignore_errors=True)
+            else:
+                self.in_memory.clear()
+                self.in_memory.update({k: v.detach().to("cpu", copy=True)
+                                       for k, v in self.engine.module.state_dict().items()})
+            self.log.info(f"new best {data.select_on} {metric} {value:.2f} at step {step}")
+        flat = {f"{m}_{lang}": v[m] for lang, v in scores.items() for m in task.metric_names}
+        flat[f"best_{metric}"] = best["score"]
+        return flat
+
+    def restore(self) -> None:
+        if self.best_dir is not None and (self.best_dir / ckpt.LATEST).is_file():
+            bdir, btag = ckpt.resolve(self.best_dir)
+            self.engine.load(str(bdir), btag, load_optimizer=False)
+        elif self.in_memory:
+            self.engine.module.load_state_dict(self.in_memory)
+
+
+def loop_lengths(cfg: FinetuneConfig, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(train_iters, eval_interval, save_interval): the flags when given, else --epochs x steps per epoch
+    (0 with --epochs 0), dev every --eval-epoch epochs, and saving only at the end (and the best model)."""
+    t, f = cfg.train, cfg.finetune
+    train_iters = t.train_iters if "train_iters" in cfg.given else f.epochs * steps_per_epoch
+    if f.epochs == 0 and "train_iters" not in cfg.given:
+        train_iters = 0
+    eval_interval = t.eval_interval if "eval_interval" in cfg.given else f.eval_epoch * steps_per_epoch
+    save_interval = t.save_interval if "save_interval" in cfg.given else 10**9  # the end always saves
+    return train_iters, eval_interval, save_interval
+
+
+def final_scores(head: dict, scorer: Scorer, data: TaskData, state, t0: float, out_dir: Path | None, log) -> dict:
+    """Score dev and test with the final (selected) model: ``head`` + scores + losses + world + wall time
+    since ``t0``; the tables logged and, with ``out_dir``, written with the predictions (``write_results``)."""
+    task = scorer.task
+    dev_scores, dev_preds = scorer.score("dev", data.dev_samples, data.dev)
+    test_scores, test_preds = scorer.score("test", data.test_samples, data.test) if data.test else ({}, {})
+    world = {"tp": scorer.parallel_state.tp_size, "dp": scorer.parallel_state.dp_size}
+    result = {**head, "dev": dev_scores, "test": test_scores, **setup.loss_record(state), "world": world,
+              "wall_s": time.time() - t0}
+    tables = [format_table(f"{task.name} dev", dev_scores, task.metric_names, data.absent["dev"], task.languages)]
+    if data.test or data.absent.get("test"):
+        tables.append(format_table(f"{task.name} test", test_scores, task.metric_names, data.absent["test"],
+                                   task.languages))
+    log.info("\n" + "\n".join(tables))
+    if out_dir is not None:
+        write_results(out_dir, result, tables, task, {"dev": (dev_preds, data.dev), "test": (test_preds, data.test)})
+    return result
+
+
+def write_results(out_dir: Path, result: dict, tables: list[str], task, splits: dict[str, tuple[dict, dict]]) -> None:
+    """results.json, results.txt (the tables) and per-example predictions of every split and language."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out_dir / "results.txt").write_text("\n\n".join(tables) + "\n", encoding="utf-8")
+    pred_dir = out_dir / "predictions"
+    pred_dir.mkdir(exist_ok=True)
+    for split, (preds, examples) in splits.items():
+        for lang, p in preds.items():
+            with open(pred_dir / f"{task.name}-{split}-{lang}.jsonl", "w", encoding="utf-8") as w:
+                for row in task.prediction_records(examples[lang], p):
+                    w.write(json.dumps(row, ensure_ascii=False) + "\n")
+            task.write_extra_predictions(pred_dir, split, lang, examples[lang], p)
 
 
 def absent_languages(task, split: str, found: dict, requested: list[str] | None, data_dir: Path, log) -> list[str]:

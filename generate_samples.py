@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 PROG = "generate_samples.py"
 
@@ -49,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "weights-only load refuses it")
     src.add_argument("--model-config", help="model JSON (config/model/*.json)")
     src.add_argument("--tokenizer-model", help="sentencepiece .model (overrides the one recorded in meta.json)")
+    src.add_argument("--make-vocab-size-divisible-by", type=int, default=128, metavar="N",
+                     help="--load-pretrained: the checkpoint's embedding rows must be the tokenizer padded to a "
+                          "multiple of N x the tensor-parallel size (as in pretraining)")
     src.add_argument("--model-parallel-size", type=int, default=1, metavar="N",
                      help="tensor-parallel size (start one process per rank, e.g. with torchrun)")
     src.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
@@ -90,56 +91,7 @@ EMPTY_BLANK_HINT = ("(looks empty: the model ended the blank or wrote only space
                     "first tokens, --min-tgt-length N asks for N tokens)")
 
 
-class Sources(NamedTuple):
-    model_config: dict
-    tokenizer: str
-    weights: str
-    add_dblock: bool  # the checkpoint was pretrained with [dBLOCK] (N+10): rebuild the same tokenizer
-    meta: dict | None  # its meta.json (ours), None for other layouts
-
-
-def _sources(model_config: dict, tokenizer: str, weights: str, meta: dict | None) -> Sources:
-    return Sources(model_config, tokenizer, weights, bool((meta or {}).get("tokenizer_add_dblock", False)), meta)
-
-
-def _resolve_sources(a: argparse.Namespace) -> Sources:
-    """Model config, tokenizer path, weights path and the checkpoint's meta.json from --load or
-    --load-pretrained (meta.json read once)."""
-    from training import checkpoint as ckpt
-
-    if bool(a.load) == bool(a.load_pretrained):
-        raise ValueError("give exactly one of --load CHECKPOINT_DIR or --load-pretrained FILE")
-    if a.load:
-        load_dir, tag = ckpt.resolve(a.load)
-        meta = ckpt.read_meta(load_dir, tag)
-        where = load_dir / tag / "meta.json"
-        if "model_config" not in meta:
-            raise ValueError(f"{where}: no 'model_config' recorded")
-        model_config = dict(meta["model_config"])
-        if a.model_config:
-            raise ValueError("--model-config is read from meta.json with --load; use --load-pretrained to override")
-        tok = a.tokenizer_model or meta.get("tokenizer")
-        if not tok:
-            raise ValueError(f"{where}: no 'tokenizer' recorded; pass --tokenizer-model")
-        if not os.path.isfile(tok) and not os.path.isabs(tok) and (Path(__file__).parent / tok).is_file():
-            tok = str(Path(__file__).parent / tok)  # recorded relative to the repository root
-        if not os.path.isfile(tok):
-            raise FileNotFoundError(f"tokenizer {tok} (recorded in {where}) not found; pass --tokenizer-model")
-        return _sources(model_config, tok, str(load_dir / tag), meta)
-    pre_meta = ckpt.pretrained_meta(a.load_pretrained)
-    if (pre_meta or {}).get("hub_folder") and not a.model_config:
-        # A Hugging Face hub folder carries its config.json and sentencepiece file (model.hf_compat).
-        return _sources(dict(pre_meta["model_config"]), a.tokenizer_model or pre_meta["tokenizer"],
-                        a.load_pretrained, pre_meta)
-    if not a.model_config or not a.tokenizer_model:
-        raise ValueError("--load-pretrained needs --model-config and --tokenizer-model")
-    from model import GLMConfig
-
-    return _sources(GLMConfig.from_json_file(a.model_config).to_dict(), a.tokenizer_model, a.load_pretrained,
-                    pre_meta)
-
-
-def _read_prompts(path: str) -> list[tuple[int, str]]:
+def read_prompts(path: str) -> list[tuple[int, str]]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--input-file {p}: no such file")
@@ -147,14 +99,14 @@ def _read_prompts(path: str) -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        from training.errors import DataError
+        from common.errors import DataError
 
         line = data.count(b"\n", 0, e.start) + 1
         raise DataError(f"--input-file {p}:{line}: byte 0x{data[e.start]:02x} is not UTF-8") from None
     return [(i, line.rstrip("\n")) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
-class _Printer:
+class Printer:
     """Streams one blank at a time: decodes the span so far and prints what is new."""
 
     def __init__(self, tokenizer, out, enabled: bool) -> None:
@@ -185,49 +137,19 @@ class _Printer:
 
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
-    import torch
-    import torch.distributed as dist
-
-    from data_utils.tokenizer import GLMTokenizer
-    from model import GLMConfig, GLMModel
     from model.generation import blank_candidates, fill_blanks
-    from mpu.initialize import ParallelState
-    from training import checkpoint as ckpt
-    from training.checkpoint import load_pretrained
+    from training import setup
+    from training.distributed import shutdown
 
     cfg = _generation_config(a)
-    model_config, tok_path, weights, add_dblock, meta = _resolve_sources(a)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        from training.distributed import init_distributed
-
-        info = init_distributed(device=a.device)
-        if a.model_parallel_size != world:
-            raise ValueError(f"--model-parallel-size {a.model_parallel_size} must equal the number of processes "
-                             f"({world}): generation runs one tensor-parallel group")
-        ps, device, rank = ParallelState.from_torch_distributed(world), info.device, info.rank
-    else:
-        if a.model_parallel_size != 1:
-            raise ValueError("--model-parallel-size > 1 needs that many processes (torchrun --nproc_per_node)")
-        ps, rank = ParallelState.single(), 0
-        device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    src = setup.generation_sources(a.load, a.load_pretrained, a.model_config, a.tokenizer_model)
+    parallel_state, device, rank, world = setup.start_generation(a.model_parallel_size, a.device)
     try:
-        tokenizer = GLMTokenizer(tok_path, add_dblock=add_dblock)
-        config = GLMConfig.from_dict(model_config, source=weights)
-        config.hidden_dropout = config.attention_dropout = 0.0
-        config.max_memory_length = 0
-        if a.load_pretrained:
-            # As pretraining does: the checkpoint's own rows, which must be this tokenizer's padded vocabulary.
-            config.vocab_size = ckpt.embedding_rows(tokenizer, ps.tp_size, 128, weights, meta, tok_path,
-                                                    trust=a.trust_checkpoint)
-        if config.vocab_size < len(tokenizer):
-            raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok_path} "
-                             f"({len(tokenizer)} ids)")
-        model = GLMModel(config, ps)
-        load_pretrained(model, weights, ps, trust=a.trust_checkpoint)
-        model = model.to(device).eval()
+        tokenizer = src.tokenizer
+        model = setup.generation_model(src, parallel_state, device, a.make_vocab_size_divisible_by,
+                                       load_pretrained=bool(a.load_pretrained), trust=a.trust_checkpoint)
 
-        def fill(text: str, printer: _Printer | None):
+        def fill(text: str, printer: Printer | None):
             hooks = dict(on_token=printer.on_token, on_blank=printer.on_blank) if printer else {}
             return fill_blanks(model, tokenizer, text, cfg, **hooks)
 
@@ -237,70 +159,86 @@ def main(argv: list[str] | None = None) -> dict:
                     for blank in blank_candidates(model, tokenizer, res, a.candidates)]
 
         t0 = time.time()
-        n_prompts = n_tokens = n_blanks = 0
         if a.input_file:
-            out = open(a.output_file, "w", encoding="utf-8") if a.output_file and rank == 0 else sys.stdout
-            try:
-                for line_no, text in _read_prompts(a.input_file):
-                    try:
-                        res = fill(text, None)
-                    except ValueError as e:
-                        raise ValueError(f"{a.input_file}:{line_no}: {e}") from None
-                    n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
-                    n_tokens += sum(len(s) for s in res.spans)
-                    if rank == 0:
-                        row = {"prompt": text, "filled": res.text, "spans": [tokenizer.decode(s) for s in res.spans],
-                               "scores": res.scores}
-                        if a.candidates > 0:
-                            row["candidates"] = candidates(res)
-                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                        out.flush()
-            finally:
-                if out is not sys.stdout:
-                    out.close()
+            counts = _fill_file(a, fill, candidates, tokenizer, rank)
         else:
-            while True:
-                text = None
-                if rank == 0:
-                    print("Prompt with [MASK]/[sMASK]/[gMASK] (empty line or Ctrl-D to stop) >>> ",
-                          end="", file=sys.stderr, flush=True)
-                    try:
-                        line = sys.stdin.readline()
-                    except KeyboardInterrupt:
-                        line = ""
-                    text = line.rstrip("\n") if line else ""
-                if world > 1:
-                    box = [text]
-                    dist.broadcast_object_list(box, src=0)
-                    text = box[0]
-                if not text.strip():
-                    if rank == 0:
-                        print(file=sys.stderr)
-                    break
-                printer = _Printer(tokenizer, sys.stdout, enabled=rank == 0 and not a.no_stream)
-                try:
-                    res = fill(text, printer)
-                except ValueError as e:
-                    if rank == 0:
-                        print(f"error: {e}", file=sys.stderr, flush=True)
-                    continue
-                n_prompts, n_blanks = n_prompts + 1, n_blanks + len(res.spans)
-                n_tokens += sum(len(s) for s in res.spans)
-                if rank == 0:
-                    print(f"Filled: {res.text}", flush=True)
-                if a.candidates > 0:
-                    shown = candidates(res)  # a forward per blank: every tensor-parallel rank runs it
-                    for k, blank in enumerate(shown if rank == 0 else []):
-                        print(f"  blank {k + 1} candidates: " + "  ".join(f"{t!r} {p:.3f}" for t, p in blank),
-                              flush=True)
+            counts = _fill_interactive(a, fill, candidates, tokenizer, rank, world)
         seconds = time.time() - t0
-        return {"prompts": n_prompts, "blanks": n_blanks, "generated_tokens": n_tokens, "seconds": seconds,
-                "tokens_per_s": n_tokens / seconds if seconds > 0 else 0.0, "mode": cfg.mode}
+        return {**counts, "seconds": seconds,
+                "tokens_per_s": counts["generated_tokens"] / seconds if seconds > 0 else 0.0, "mode": cfg.mode}
     finally:
         if world > 1:
-            from training.distributed import shutdown
-
             shutdown()
+
+
+def _count(counts: dict[str, int], res) -> None:
+    counts["prompts"] += 1
+    counts["blanks"] += len(res.spans)
+    counts["generated_tokens"] += sum(len(s) for s in res.spans)
+
+
+def _fill_file(a: argparse.Namespace, fill, candidates, tokenizer, rank: int) -> dict[str, int]:
+    """--input-file: one JSON line per prompt to --output-file (or stdout); a bad prompt names its line."""
+    counts = {"prompts": 0, "blanks": 0, "generated_tokens": 0}
+    out = open(a.output_file, "w", encoding="utf-8") if a.output_file and rank == 0 else sys.stdout
+    try:
+        for line_no, text in read_prompts(a.input_file):
+            try:
+                res = fill(text, None)
+            except ValueError as e:
+                raise ValueError(f"{a.input_file}:{line_no}: {e}") from None
+            _count(counts, res)
+            if rank == 0:
+                row = {"prompt": text, "filled": res.text, "spans": [tokenizer.decode(s) for s in res.spans],
+                       "scores": res.scores}
+                if a.candidates > 0:
+                    row["candidates"] = candidates(res)
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return counts
+
+
+def _fill_interactive(a: argparse.Namespace, fill, candidates, tokenizer, rank: int, world: int) -> dict[str, int]:
+    """Prompts from stdin until an empty line or end of input; rank 0 reads and broadcasts each one."""
+    import torch.distributed as dist
+
+    counts = {"prompts": 0, "blanks": 0, "generated_tokens": 0}
+    while True:
+        text = None
+        if rank == 0:
+            print("Prompt with [MASK]/[sMASK]/[gMASK] (empty line or Ctrl-D to stop) >>> ",
+                  end="", file=sys.stderr, flush=True)
+            try:
+                line = sys.stdin.readline()
+            except KeyboardInterrupt:
+                line = ""
+            text = line.rstrip("\n") if line else ""
+        if world > 1:
+            box = [text]
+            dist.broadcast_object_list(box, src=0)
+            text = box[0]
+        if not text.strip():
+            if rank == 0:
+                print(file=sys.stderr)
+            return counts
+        printer = Printer(tokenizer, sys.stdout, enabled=rank == 0 and not a.no_stream)
+        try:
+            res = fill(text, printer)
+        except ValueError as e:
+            if rank == 0:
+                print(f"error: {e}", file=sys.stderr, flush=True)
+            continue
+        _count(counts, res)
+        if rank == 0:
+            print(f"Filled: {res.text}", flush=True)
+        if a.candidates > 0:
+            shown = candidates(res)  # a forward per blank: every tensor-parallel rank runs it
+            for k, blank in enumerate(shown if rank == 0 else []):
+                print(f"  blank {k + 1} candidates: " + "  ".join(f"{t!r} {p:.3f}" for t, p in blank),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def bare_step_times(model_config, batch, steps: int, device, bf16: bool) -> list
 
     def step():
         with ctx():
-            logits, _ = model(b["text"], b["position_id"], b["attention_mask"], logit_mask=b["loss_mask"] != 0)
+            logits, _ = model(b["text"], b["position_id"], b["sep"], logit_mask=b["loss_mask"] != 0)
         loss = glm_lm_loss(logits, b["target"], b["loss_mask"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -86,9 +86,11 @@ def main(argv: list[str] | None = None) -> dict:
     from data_utils.datasets import BlockDataset, BlockDatasetConfig
     from data_utils.sentence_end import SentenceEnds
     from data_utils.tokenizer import GLMTokenizer
+    from model.config import build_model_config
     from model.glm import model_flops_per_token
     from tools.preprocess_data import main as preprocess
     from training.arguments import parse_pretrain_args
+    from training.setup import peak_flops
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         ds = BlockDataset(open_stores(store), BlockDatasetConfig(seq_length=a.seq_length), tok.cls_id, tok.eos_id, ends)
         collator = BlankInfillingCollator.from_tokenizer(BlankInfillingConfig(), tok, ends)
         batch = collator([ds[i] for i in range(a.batch_size)], 0, mode="bert")
-        model_config = pretrain_glm.build_model_config(cfg, tok.padded_vocab_size())
+        model_config = build_model_config(cfg.model, tok.padded_vocab_size(), seq_length=cfg.data.seq_length,
+                                          tensor_parallel_size=cfg.train.model_parallel_size)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         half = max(a.steps // 2, 1)
         before = bare_step_times(model_config, batch, half, device, a.bf16)
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         bare_before, bare_after = tokens / statistics.median(before), tokens / statistics.median(after)
 
     flops = model_flops_per_token(model_config, a.seq_length)
-    peak = pretrain_glm._peak_flops(device)
+    peak = peak_flops(device)
     out = {
         "model_config": a.model_config,
         "seq_length": a.seq_length,

@@ -50,7 +50,7 @@ multiple of ``pad_to_multiple``. Every random choice uses the generator passed i
 Batch format (what ``GLMModel`` consumes)::
 
     {"text": Long[B, L], "target": Long[B, L], "loss_mask": Long[B, L], "position_id": Long[B, 2, L],
-     "attention_mask": Long[B] (= sep per sample), "mode": "bert" | "sentence" | "gpt"}
+     "sep": Long[B] (Part A length per sample), "mode": "bert" | "sentence" | "gpt"}
 """
 
 from __future__ import annotations
@@ -331,7 +331,7 @@ class BlankInfillingCollator:
             loss[i, :n] = o["loss_mask"]
             pos[i, :, :n] = o["position_id"]
             sep[i] = o["sep"]
-        return {"text": text, "target": target, "loss_mask": loss, "position_id": pos, "attention_mask": sep,
+        return {"text": text, "target": target, "loss_mask": loss, "position_id": pos, "sep": sep,
                 "mode": mode}
 
     # ------------------------------------------------------------------------------ short sequences

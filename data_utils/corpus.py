@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.errors import DataError, UsageError, read_json_object
+from common.errors import DataError, UsageError, read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def preprocess(
 
 def _write_store(tmp: Path, files: list[Path], lang: str | None, workers: int, chunk_docs: int, progress: bool,
                  tok_path: Path, tokenizer) -> PreprocessSummary:
-    from training.progress import report_progress
+    from common.progress import report_progress
 
     writers: dict[str, _LangWriter] = {}
     skipped: Counter = Counter()
@@ -637,3 +637,72 @@ def open_stores(root: str | os.PathLike, languages: Sequence[str] | None = None,
             raise ValueError(f"languages {missing} are not in {root / 'index.json'} (it lists {listed})")
         listed = list(languages)
     return {lang: TokenStore(root / lang, vocab_size) for lang in listed}
+
+
+class StoreView:
+    """A contiguous range of documents of a token store, with offsets rebased to start at 0 (no copy)."""
+
+    def __init__(self, store, first_doc: int, end_doc: int):
+        off = np.asarray(store.offsets)
+        self.tokens = store.tokens[int(off[first_doc]):int(off[end_doc])]
+        self.offsets = off[first_doc:end_doc + 1] - off[first_doc]
+        self.num_tokens = int(self.offsets[-1])
+        self.num_docs = end_doc - first_doc
+
+
+def split_stores(stores: dict, valid_fraction: float) -> tuple[dict, dict]:
+    """Hold out the last ``valid_fraction`` of every language's documents (at least one) for validation."""
+    train, valid = {}, {}
+    for lang, s in stores.items():
+        n = s.num_docs
+        if n < 2 or valid_fraction <= 0:
+            train[lang] = s
+            continue
+        k = min(max(1, int(round(n * valid_fraction))), n - 1)
+        train[lang] = StoreView(s, 0, n - k)
+        valid[lang] = StoreView(s, n - k, n)
+    return train, valid
+
+
+def open_train_valid_stores(train_data: Sequence[str], valid_data: Sequence[str], valid_fraction: float,
+                            vocab_size: int) -> tuple[dict, dict]:
+    """(train, valid) stores per language: every language of the ``train_data`` roots (a language in two
+    roots is an error), validation from ``valid_data`` when given, else the last ``valid_fraction`` of each
+    language's documents (``split_stores``)."""
+    stores = {}
+    for root in train_data:
+        for lang, s in open_stores(root, vocab_size=vocab_size).items():
+            if lang in stores:
+                raise ValueError(f"language {lang!r} appears in two --train-data stores")
+            stores[lang] = s
+    if not valid_data:
+        return split_stores(stores, valid_fraction)
+    valid = {lang: s for root in valid_data for lang, s in open_stores(root, vocab_size=vocab_size).items()}
+    return stores, valid
+
+
+def _store_tokenizer(root: str) -> dict:
+    if not (Path(root) / "index.json").is_file():
+        raise FileNotFoundError(f"--train-data {root}: not a complete token store (no index.json)")
+    rec = read_index(root).get("tokenizer", {})
+    return rec if isinstance(rec, dict) else {}
+
+
+def store_tokenizer_path(tokenizer_model: str | None, train_data: Sequence[str], valid_data: Sequence[str]) -> str:
+    """``--tokenizer-model``, else the file recorded by the first store; every store's tokenizer hash must
+    match the file (the file is hashed once)."""
+    path = tokenizer_model
+    if not path:
+        path = _store_tokenizer(train_data[0]).get("file")
+        if not path or not os.path.isfile(path):
+            raise ValueError(f"the store {train_data[0]} records tokenizer {path!r}, which is not readable "
+                             "here; pass --tokenizer-model FILE.model")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--tokenizer-model {path}: file not found")
+    digest = sha256_file(path)
+    for root in (*train_data, *valid_data):
+        rec = _store_tokenizer(root)
+        if rec.get("sha256") and rec["sha256"] != digest:
+            raise ValueError(f"store {root} was tokenized with {rec.get('file')} (sha256 {rec['sha256'][:12]}...), "
+                             f"not with {path} (sha256 {digest[:12]}...); re-run tools/preprocess_data.py")
+    return path

@@ -60,9 +60,10 @@ class GLMTokenizer:
     def __init__(self, model_path: str | os.PathLike, add_dblock: bool = False):
         import sentencepiece as spm
 
-        from training.errors import DataError
+        from common.errors import DataError
 
         self.model_path = os.fspath(model_path)
+        self.add_dblock = bool(add_dblock)  # recorded in checkpoints (meta.json tokenizer_add_dblock)
         if os.path.isdir(self.model_path):
             raise FileNotFoundError(f"{self.model_path} is a directory; expected a sentencepiece .model file")
         if not os.path.isfile(self.model_path):

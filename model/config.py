@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # Python types a JSON value may have for a field annotated with this type (bool is not an int here).
 _JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
@@ -15,7 +15,7 @@ _JSON_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
 def _check_type(source: str, name: str, annotation: str, value: Any) -> None:
     """DataError ``<source>: field 'x': expected int, got 'two' (str)`` unless ``value`` fits the annotation
     (``int``, ``float``, ``bool``, optionally ``| None``)."""
-    from training.errors import DataError
+    from common.errors import DataError
 
     kinds = [k.strip() for k in annotation.split("|")]
     if value is None and "None" in kinds:
@@ -96,7 +96,7 @@ class GLMConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model config {path} does not exist")
-        from training.errors import read_json_object
+        from common.errors import read_json_object
 
         return cls.from_dict(read_json_object(path, "model config"), source=str(path))
 
@@ -135,3 +135,68 @@ class GLMConfig:
             raise ValueError(f"seq_length={seq_length} exceeds max_sequence_length={self.max_sequence_length} "
                              "(position table too small)")
         return self
+
+
+class ModelFlags(Protocol):
+    """The model flags a run was given (``training.arguments.ModelArgs``); None = not given."""
+
+    model_config: str | None
+    num_layers: int | None
+    hidden_size: int | None
+    num_attention_heads: int | None
+    max_position_embeddings: int | None
+    hidden_dropout: float | None
+    attention_dropout: float | None
+    checkpoint_activations: bool
+    checkpoint_num_layers: int
+
+
+def build_model_config(flags: ModelFlags, vocab_size: int, *, seq_length: int, tensor_parallel_size: int,
+                       base_config: dict | None = None) -> GLMConfig:
+    """GLMConfig from ``--model-config`` (else ``base_config``, e.g. a checkpoint's recorded config), the model
+    flags overriding its fields, and the tokenizer's padded vocabulary.
+
+    The position table is never grown behind the user's back: ``--max-position-embeddings`` when given (also
+    above a pretrained checkpoint's table, whose rows are then copied into the first rows), else the config's
+    ``max_sequence_length``; a ``seq_length`` above it is a UsageError naming both numbers."""
+    from common.errors import UsageError
+
+    m = flags
+    if m.model_config:
+        base = GLMConfig.from_json_file(m.model_config).to_dict()
+        origin = m.model_config
+    elif base_config:
+        base = dict(base_config)
+        origin = "the checkpoint's meta.json"
+    else:
+        base = {}
+        origin = "GLMConfig's default; no --model-config"
+    overrides = {
+        "num_layers": m.num_layers, "hidden_size": m.hidden_size, "num_attention_heads": m.num_attention_heads,
+        "max_sequence_length": m.max_position_embeddings, "hidden_dropout": m.hidden_dropout,
+        "attention_dropout": m.attention_dropout,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base["vocab_size"] = vocab_size
+    if m.checkpoint_activations:
+        base["checkpoint_activations"] = True
+        base["checkpoint_num_layers"] = m.checkpoint_num_layers
+    where = m.model_config or ("the checkpoint's model_config" if base_config else "the model flags")
+    config = GLMConfig.from_dict(base, source=where)  # its errors name the source already
+    seq, positions = seq_length, config.max_sequence_length
+    if seq > positions:
+        if m.max_position_embeddings is not None:
+            raise UsageError(f"--seq-length {seq} exceeds --max-position-embeddings {positions}; raise "
+                             f"--max-position-embeddings to at least {seq} or lower --seq-length")
+        if base_config and not m.model_config:
+            raise UsageError(f"--seq-length {seq} exceeds the {positions} positions of the pretrained model "
+                             f"({origin}); lower --seq-length, or pass --max-position-embeddings {seq} to grow "
+                             f"its position table (rows past {positions} start untrained)")
+        raise UsageError(f"--seq-length {seq} exceeds the model's {positions} positions ({origin}); to train "
+                         f"from scratch with longer sequences pass --max-position-embeddings {seq} (or set "
+                         f"max_sequence_length in the model config), or lower --seq-length")
+    try:
+        config.validate(tensor_parallel_size, seq_length=seq)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return config

@@ -17,14 +17,18 @@ tasks share lives here:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from tasks.metrics import aggregate_by_language
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass(frozen=True)
@@ -197,7 +201,7 @@ def gather_objects(obj: Any, group) -> list[Any]:
     return out
 
 
-def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[Any], batch_size: int, ps,
+def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[Any], batch_size: int, parallel_state: ParallelState,
              desc: str = "eval", rank: int = 0) -> list[str]:
     """Predictions for every sample, in order, on every rank.
 
@@ -206,7 +210,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
     """
     import torch
 
-    batches = shard_for_eval(len(samples), batch_size, ps.dp_rank, ps.dp_size)
+    batches = shard_for_eval(len(samples), batch_size, parallel_state.dp_rank, parallel_state.dp_size)
     mine: dict[int, str] = {}
     from training.progress import report_progress
 
@@ -222,7 +226,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
             bar.update(1)
     bar.close()
     merged: dict[int, str] = {}
-    for part in gather_objects(mine, ps.dp_group if ps.dp_size > 1 else None):
+    for part in gather_objects(mine, parallel_state.dp_group if parallel_state.dp_size > 1 else None):
         merged.update(part)
     assert len(merged) == len(samples), (len(merged), len(samples))
     return [merged[i] for i in range(len(samples))]
@@ -325,9 +329,16 @@ class Task:
     metric_name: str = "accuracy"  # the metric model selection uses
     metric_names: tuple[str, ...] = ("accuracy",)  # every metric reported (metric_name among them)
     default_pattern_id: int = 0
+    # The task's own command-line options: a frozen dataclass whose fields become flags of
+    # ``finetune_glm.py --task NAME`` (its class attributes TITLE and HELP: the --help group and lines), with
+    # ``validate(self, finetune_args)``, the one place each option is checked. None: no options of its own.
+    options_cls: ClassVar[type | None] = None
+    reads_data_dir: ClassVar[bool] = True  # False: the task reads files named by its own options
+    # Defaults the task sets for finetuning flags (its own or the shared ones) that the command line omits.
+    flag_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
-        """``options``: the run's ``FinetuneArgs`` (generation lengths, beams, ...); None in unit tests."""
+        """``options``: an instance of ``options_cls`` (generation lengths, beams, ...); None in unit tests."""
         self.tokenizer = tokenizer
         self.seq_length = seq_length
         self.pattern_id = self.default_pattern_id if pattern_id is None else pattern_id
@@ -365,11 +376,11 @@ class Task:
         raise NotImplementedError
 
     # model ------------------------------------------------------------------------------------
-    def loss(self, engine, batch: dict[str, Any], ps) -> Any:
+    def loss(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> Any:
         """Scalar training loss of one collated micro-batch (already on the device)."""
         raise NotImplementedError
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[Any]:
+    def predict(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> list[Any]:
         """Predictions (picklable) of one collated batch (already on the device), one per sample."""
         raise NotImplementedError
 

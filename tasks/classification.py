@@ -18,30 +18,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tasks.base import Example, Task, check_label, fit_parts, read_tsv
 
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
+
 MASK = object()  # the blank's place in a pattern
 
 
-def cloze_scores(logits: torch.Tensor, index: torch.Tensor, label_ids: torch.Tensor, ps) -> torch.Tensor:
+def cloze_scores(logits: torch.Tensor, index: torch.Tensor, label_ids: torch.Tensor, parallel_state: ParallelState) -> torch.Tensor:
     """Scores [B, C] = ``logits[b, index[b], label_ids[c]]`` from vocab-parallel logits [B, L, V/p] (fp32),
     or from [B, V/p] already taken at ``index`` (``GLMModel(..., logit_mask=at_index(...))``)."""
     from mpu.mappings import reduce_from_tensor_parallel_region
 
     b = torch.arange(logits.size(0), device=logits.device)
     at = (logits if logits.dim() == 2 else logits[b, index]).float()  # [B, V/p]
-    if ps.tp_size == 1:
+    if parallel_state.tp_size == 1:
         return at[:, label_ids]  # [B, C]
     part = at.size(-1)
-    start = ps.tp_rank * part
+    start = parallel_state.tp_rank * part
     local = label_ids - start  # [C]
     owned = (local >= 0) & (local < part)
     picked = at[:, local.clamp(0, part - 1)] * owned.to(at.dtype)  # [B, C], zero where another rank owns the id
-    return reduce_from_tensor_parallel_region(picked, ps)
+    return reduce_from_tensor_parallel_region(picked, parallel_state)
 
 
 def read_xtreme_split(task: Task, folder: Path, split: str, languages: Sequence[str] | None,
@@ -155,18 +158,18 @@ class ClozeClassificationTask(Task):
             pos[b, 1, n] = 1
             sep[b] = n
         labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
-        return {"text": ids, "position_id": pos, "attention_mask": sep, "label": labels}
+        return {"text": ids, "position_id": pos, "sep": sep, "label": labels}
 
     # model --------------------------------------------------------------------------------------
-    def scores(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
-        text, sep = batch["text"], batch["attention_mask"]
+    def scores(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> torch.Tensor:
+        text, sep = batch["text"], batch["sep"]
         at_sop = torch.zeros_like(text, dtype=torch.bool)
         at_sop[torch.arange(text.size(0), device=text.device), sep] = True  # the one scored position per row
         logits, _ = engine(text, batch["position_id"], sep, logit_mask=at_sop)  # [B, V/p]
-        return cloze_scores(logits, sep, self.label_ids.to(logits.device), ps)
+        return cloze_scores(logits, sep, self.label_ids.to(logits.device), parallel_state)
 
-    def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(self.scores(engine, batch, ps), batch["label"])
+    def loss(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.scores(engine, batch, parallel_state), batch["label"])
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[str]:
-        return [self.labels[i] for i in self.scores(engine, batch, ps).argmax(-1).tolist()]
+    def predict(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> list[str]:
+        return [self.labels[i] for i in self.scores(engine, batch, parallel_state).argmax(-1).tolist()]

@@ -26,11 +26,14 @@ ROUGE-L (``avg-dev``: the one direction).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 from tasks.base import utf8_lines
 from tasks.summarization import (
     DIRECTIONS,
+    SummarizationOptions,
     SummarizationTask,
     SummaryExample,
     has_cjk,
@@ -85,17 +88,34 @@ def detect_direction(data_dir: Path) -> str:
     return next(iter(found))
 
 
+@dataclass(frozen=True)
+class NCLSOptions(SummarizationOptions):
+    """NCLS: the summarization options and the direction."""
+
+    ncls_direction: str | None = None  # en2zh | zh2en (default: from the files in --data-dir)
+
+    TITLE: ClassVar[str] = "ncls (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        **SummarizationOptions.HELP,
+        "ncls_direction": "en2zh or zh2en (default: the direction of the files in --data-dir)",
+    }
+
+    def validate(self, finetune: Any) -> None:
+        super().validate(finetune)
+        if self.ncls_direction is not None and self.ncls_direction not in ("en2zh", "zh2en"):
+            raise ValueError(f"--ncls-direction {self.ncls_direction!r}: expected en2zh or zh2en")
+
+
 class NCLS(SummarizationTask):
     name = "ncls"
+    options_cls: ClassVar[type] = NCLSOptions
     languages = tuple(DIRECTIONS)
     train_language = "en2zh"
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options=None):
         super().__init__(tokenizer, seq_length, pattern_id, options)
+        # Without --ncls-direction the files decide, when read_split first sees --data-dir (``direction``).
         self._direction = getattr(options, "ncls_direction", None) if options is not None else None
-        data_dir = getattr(options, "data_dir", None) if options is not None else None
-        if self._direction is None and data_dir and Path(data_dir).is_dir():
-            self._direction = detect_direction(Path(data_dir))
         if self._direction is not None:
             self.train_language = self._direction
 

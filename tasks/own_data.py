@@ -38,20 +38,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from common.errors import DataError, UsageError
 from tasks.base import Task, fit_parts, read_tsv
 from tasks.classification import MASK, ClozeClassificationTask
 from tasks.seq2seq import GenerationTask
-from training.errors import DataError, UsageError
+from tasks.summarization import SummarizationOptions
 
 NO_LANGUAGE = "all"  # the results key of every row without --language-field
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 SPLIT_FLAGS = {"train": "--train-file", "dev": "--dev-file", "test": "--test-file"}
-# flags each task owns; finetune_glm refuses them with any other task
-CLOZE_FLAGS = ("text_fields", "label_field", "pattern", "verbalizers")
-SEQ2SEQ_FLAGS = ("source_field", "target_field", "metric")
-FILE_FLAGS = ("train_file", "dev_file", "test_file", "language_field")
 METRICS = ("rouge", "squad")
 
 _PIECE = re.compile(r"\{([^{}]*)\}|\[(MASK|sMASK|gMASK)\]|[{}]")
@@ -265,6 +262,85 @@ def read_rows(path: Path, flag: str, required: Sequence[str], optional: Sequence
         raise DataError(str(e)) from None
 
 
+# ---------------------------------------------------------------------------------------- options
+_FILE_HELP = {
+    "train_file": "training file, JSON lines (.jsonl) or CSV/TSV (.csv/.tsv) with a header row",
+    "dev_file": "dev file (model selection, dev scores); same formats",
+    "test_file": "test file (labels optional); same formats",
+    "language_field": "field holding each row's language; dev/test are scored per language",
+}
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """The files of a user's own data and the row fields every own-data task reads."""
+
+    train_file: str | None = None  # JSONL, CSV or TSV with a header row
+    dev_file: str | None = None
+    test_file: str | None = None
+    language_field: str | None = None  # dev/test scored per language of this field
+    pattern: str | None = None  # "{premise}? [MASK], {hypothesis}" (seq2seq: [sMASK] or [gMASK])
+
+    def validate(self, finetune: Any) -> None:
+        """The files and the shared flags that go with them (``finetune``: the run's FinetuneArgs)."""
+        f, task = finetune, finetune.task
+        other = ["--data-dir"] if f.data_dir is not None else []
+        if f.pattern_id is not None:
+            other.append("--pattern-id (use --pattern)")
+        if other:
+            raise UsageError(f"{', '.join(other)}: not an option of --task {task}")
+        if f.epochs > 0 and (self.train_file is None or self.dev_file is None):
+            raise UsageError(f"--task {task} trains on --train-file and selects the model on --dev-file; give "
+                             "both (or --epochs 0 to evaluate a --dev-file / --test-file only)")
+        if self.dev_file is None and self.test_file is None:
+            raise UsageError(f"--task {task}: nothing to evaluate; give --dev-file and/or --test-file")
+        if f.languages and self.language_field is None:
+            raise UsageError("--languages needs --language-field (the field holding each row's language)")
+        for s, flag in SPLIT_FLAGS.items():
+            if getattr(self, f"{s}_file") is not None:
+                file_format(Path(getattr(self, f"{s}_file")), flag)
+
+
+@dataclass(frozen=True)
+class ClozeOptions(FileOptions):
+    """``--task cloze``: the files, the pattern and the label words."""
+
+    text_fields: str | None = None  # "premise,hypothesis"
+    label_field: str | None = None
+    verbalizers: str | None = None  # "entailment=Yes,contradiction=No" (label order = class index)
+
+    TITLE: ClassVar[str] = "cloze: your own files (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        **_FILE_HELP,
+        "pattern": "text with {field}s and one [MASK], e.g. '{premise}? [MASK], {hypothesis}'",
+        "text_fields": "the fields the pattern reads, comma-separated (cut from their end when too long)",
+        "label_field": "the field holding the label",
+        "verbalizers": "label=word pairs, e.g. entailment=Yes,contradiction=No; each word one token",
+    }
+
+
+@dataclass(frozen=True)
+class Seq2SeqFileOptions(FileOptions, SummarizationOptions):
+    """``--task seq2seq``: the files, the source and target fields, the metric and the generation options."""
+
+    source_field: str | None = None
+    target_field: str | None = None  # JSONL: a string or a list of gold answers
+    metric: str | None = None  # rouge (default) | squad
+
+    TITLE: ClassVar[str] = "seq2seq: your own files (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        **SummarizationOptions.HELP, **_FILE_HELP,
+        "pattern": "one [sMASK] or [gMASK] with {field}s (default '{SOURCE} [sMASK]')",
+        "source_field": "the source field(s), comma-separated",
+        "target_field": "the target field (JSONL: a string or a list of gold answers)",
+        "metric": "rouge (ROUGE-1/2/L F, default) or squad (exact match, F1)",
+    }
+
+    def validate(self, finetune: Any) -> None:
+        SummarizationOptions.validate(self, finetune)
+        FileOptions.validate(self, finetune)
+
+
 # ------------------------------------------------------------------------------------------ tasks
 class OwnDataTask(Task):
     """What the two tasks share: the split files, the optional language field, the fields a pattern reads,
@@ -274,6 +350,7 @@ class OwnDataTask(Task):
     absent_reason = "no rows"  # how finetune_glm words a language of the data that a split lacks
     masks: tuple[str, ...] = ("MASK",)
     label_lists = False  # a JSONL label may be a list of strings (several gold targets)
+    reads_data_dir: ClassVar[bool] = False
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
         self.opts = options
@@ -361,6 +438,7 @@ class Cloze(OwnDataTask, ClozeClassificationTask):
     """``--task cloze``: single-token cloze classification of the rows of a user's files (module docstring)."""
 
     name = "cloze"
+    options_cls: ClassVar[type] = ClozeOptions
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
         o = options
@@ -397,6 +475,7 @@ class Seq2Seq(OwnDataTask, GenerationTask):
     ``'{<source field>} [sMASK]'``), as the QA and summarization tasks do (``tasks.seq2seq``)."""
 
     name = "seq2seq"
+    options_cls: ClassVar[type] = Seq2SeqFileOptions
     masks = ("sMASK", "gMASK")
     label_flag = "--target-field"
     label_lists = True
@@ -463,36 +542,3 @@ class Seq2Seq(OwnDataTask, GenerationTask):
         from tasks.summarization import write_text_predictions
 
         write_text_predictions(folder / f"{self.name}-{split}-{lang}", preds, [(e.label or ("",))[0] for e in examples])
-
-
-def check_task_flags(f) -> bool:
-    """Refuse flags that do not belong to ``f.task`` (a ``FinetuneArgs``); True for the two own-data tasks
-    (which take files instead of ``--data-dir``)."""
-    def given(names: Sequence[str]) -> list[str]:
-        return ["--" + n.replace("_", "-") for n in names if getattr(f, n) is not None]
-
-    task = (f.task or "").lower()
-    if task not in ("cloze", "seq2seq"):
-        extra = given(FILE_FLAGS + CLOZE_FLAGS + SEQ2SEQ_FLAGS)
-        if extra:
-            raise UsageError(f"{' '.join(extra)}: only for --task cloze or seq2seq (your own files); --task "
-                             f"{f.task} reads --data-dir")
-        return False
-    other = given(SEQ2SEQ_FLAGS if task == "cloze" else ("text_fields", "label_field", "verbalizers"))
-    if f.data_dir is not None:
-        other.insert(0, "--data-dir")
-    if f.pattern_id is not None:
-        other.append("--pattern-id (use --pattern)")
-    if other:
-        raise UsageError(f"{', '.join(other)}: not an option of --task {task}")
-    if f.epochs > 0 and (f.train_file is None or f.dev_file is None):
-        raise UsageError(f"--task {task} trains on --train-file and selects the model on --dev-file; give both "
-                         "(or --epochs 0 to evaluate a --dev-file / --test-file only)")
-    if f.dev_file is None and f.test_file is None:
-        raise UsageError(f"--task {task}: nothing to evaluate; give --dev-file and/or --test-file")
-    if f.languages and f.language_field is None:
-        raise UsageError("--languages needs --language-field (the field holding each row's language)")
-    for s, flag in SPLIT_FLAGS.items():
-        if getattr(f, f"{s}_file") is not None:
-            file_format(Path(getattr(f, f"{s}_file")), flag)
-    return True

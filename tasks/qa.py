@@ -32,15 +32,43 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tasks.metrics import read_squad_questions
-from tasks.seq2seq import GenerationTask
+from tasks.seq2seq import GenerationOptions, GenerationTask
 from training.logging import LOGGER_NAME
 
 NA = "N/A"
 QA_NA_TRAIN_CHOICES = ("keep", "drop")
 QA_AGGREGATE_CHOICES = ("best", "first")
+
+
+@dataclass(frozen=True)
+class QAOptions(GenerationOptions):
+    """Extractive QA as generation (xquad, mlqa, tydiqa): the generation options and the context windows."""
+
+    qa_stride: int | None = None  # context window stride in tokens (default --seq-length // 2)
+    qa_na_train: str = "keep"  # training windows without the answer (target "N/A"): keep | drop (mGLM: drop)
+    qa_aggregate: str = "best"  # answer per question: best (highest score) | first (mGLM) non-N/A window
+
+    TITLE: ClassVar[str] = "QA (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        **GenerationOptions.HELP,
+        "qa_stride": "stride of the context windows in tokens (default --seq-length // 2; capped at the window)",
+        "qa_na_train": "training windows without the answer (target N/A): keep (default) or drop (mGLM for "
+                       "xquad/mlqa)",
+        "qa_aggregate": "answer of a question = the non-N/A window output with the best score (best, default) or "
+                        "the first one (first, mGLM)",
+    }
+
+    def validate(self, finetune: Any) -> None:
+        super().validate(finetune)
+        if self.qa_stride is not None and self.qa_stride < 1:
+            raise ValueError(f"--qa-stride {self.qa_stride}: expected >= 1")
+        if self.qa_na_train not in QA_NA_TRAIN_CHOICES:
+            raise ValueError(f"--qa-na-train {self.qa_na_train!r}: expected keep or drop")
+        if self.qa_aggregate not in QA_AGGREGATE_CHOICES:
+            raise ValueError(f"--qa-aggregate {self.qa_aggregate!r}: expected best or first")
 
 
 @dataclass(frozen=True)
@@ -127,6 +155,7 @@ def first_file(candidates: Sequence[Path]) -> Path | None:
 
 # ------------------------------------------------------------------------------------------- task family
 class QATask(GenerationTask):
+    options_cls: ClassVar[type] = QAOptions
     """Shared machinery of the three QA tasks; subclasses give the prompt (``prompt``) and the readers.
 
     Predictions per example are answer strings (``N/A`` when no window answered). Metrics: ``exact_match``
@@ -139,16 +168,10 @@ class QATask(GenerationTask):
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
         super().__init__(tokenizer, seq_length, pattern_id, options)
-        o = options
-        self.stride = getattr(o, "qa_stride", None) or seq_length // 2
-        self.na_train = getattr(o, "qa_na_train", None) or "keep"
-        self.aggregation = getattr(o, "qa_aggregate", None) or "best"
-        if self.na_train not in QA_NA_TRAIN_CHOICES:
-            raise ValueError(f"--qa-na-train {self.na_train!r}: expected one of {QA_NA_TRAIN_CHOICES}")
-        if self.aggregation not in QA_AGGREGATE_CHOICES:
-            raise ValueError(f"--qa-aggregate {self.aggregation!r}: expected one of {QA_AGGREGATE_CHOICES}")
-        if self.stride < 1:
-            raise ValueError(f"--qa-stride {self.stride}: expected >= 1")
+        o = options if options is not None else QAOptions()  # checked once, by QAOptions.validate
+        self.stride = o.qa_stride or seq_length // 2
+        self.na_train = o.qa_na_train
+        self.aggregation = o.qa_aggregate
         try:
             from unidecode import unidecode
         except ImportError:  # the mGLM comparison metric is optional (pip install unidecode)

@@ -23,11 +23,51 @@ prediction per example (QA: over the windows of a question).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from tasks.base import Task
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """The options of every generation task (``--task`` xquad, mlqa, tydiqa, ncls, scisummnet_zh, seq2seq);
+    ``--seq-length`` is the source length."""
+
+    tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
+    out_seq_length: int | None = None  # most tokens generated at evaluation (default: --tgt-seq-length)
+    min_tgt_length: int = 0  # the end token is banned before this many tokens
+    num_beams: int = 1  # beam search when > 1, else greedy
+    length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
+    no_repeat_ngram_size: int = 0
+    label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
+
+    TITLE: ClassVar[str] = "generation (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        "tgt_seq_length": "training targets are cut to this many tokens, end token included",
+        "out_seq_length": "most tokens generated at evaluation (default --tgt-seq-length)",
+        "min_tgt_length": "the end token is banned before this many generated tokens",
+        "num_beams": "beam search with this many beams (1 = greedy)",
+        "length_penalty": "beam score = sum of log-probs / length**length_penalty",
+        "no_repeat_ngram_size": "never repeat an n-gram of this size in one output",
+        "label_smoothing": "label smoothing eps of the token cross entropy",
+    }
+
+    def validate(self, finetune: Any) -> None:
+        """Each check once, here (``finetune``: the run's FinetuneArgs, for checks across options)."""
+        if self.tgt_seq_length < 2:
+            raise ValueError(f"--tgt-seq-length {self.tgt_seq_length}: expected >= 2 (a token and the end token)")
+        if self.out_seq_length is not None and self.out_seq_length < 1:
+            raise ValueError(f"--out-seq-length {self.out_seq_length}: expected >= 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing {self.label_smoothing}: expected a value in [0, 1)")
+        if self.num_beams < 1 or self.no_repeat_ngram_size < 0 or self.min_tgt_length < 0:
+            raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
 
 
 class GenerationTask(Task):
@@ -36,6 +76,7 @@ class GenerationTask(Task):
 
     metric_name = "rouge-l"
     metric_names: tuple[str, ...] = ("rouge-l",)
+    options_cls: ClassVar[type] = GenerationOptions
 
     def __init__(self, tokenizer, seq_length: int, pattern_id: int | None = None, options: Any = None):
         from model.generation import GenerationConfig, SpecialTokens
@@ -110,22 +151,22 @@ class GenerationTask(Task):
                 pos[b, 0, n:n + T] = s["mask_pos"]
                 pos[b, 1, n:n + T] = torch.arange(1, T + 1)
             pos[b, 0, n + len(tgt):] = n - 1  # padding: any valid position (nothing real attends to it)
-        return {"text": ids, "position_id": pos, "attention_mask": sep, "labels": labels,
+        return {"text": ids, "position_id": pos, "sep": sep, "labels": labels,
                 "sources": [s["source"] for s in samples], "mask_positions": [s["mask_pos"] for s in samples]}
 
     # model --------------------------------------------------------------------------------------
-    def loss(self, engine, batch: dict[str, Any], ps) -> torch.Tensor:
+    def loss(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> torch.Tensor:
         from mpu.cross_entropy import vocab_parallel_smoothed_cross_entropy
 
         labels = batch["labels"]  # [B, L], -100 off target
         mask = labels >= 0
         # Logits of the target positions only: [N, V/p].
-        logits, _ = engine(batch["text"], batch["position_id"], batch["attention_mask"], logit_mask=mask)
+        logits, _ = engine(batch["text"], batch["position_id"], batch["sep"], logit_mask=mask)
         per_token = vocab_parallel_smoothed_cross_entropy(logits.float(), labels[mask],
-                                                          self.label_smoothing, ps)  # [N]
+                                                          self.label_smoothing, parallel_state)  # [N]
         return per_token.sum() / mask.sum().clamp(min=1)
 
-    def predict(self, engine, batch: dict[str, Any], ps) -> list[tuple[str, float]]:
+    def predict(self, engine, batch: dict[str, Any], parallel_state: ParallelState) -> list[tuple[str, float]]:
         """``(generated text, score)`` per sample (beam score: sum log p / len**length_penalty)."""
         from model.generation import all_ranks_done, blank_layout, generate_blank
 
@@ -133,7 +174,7 @@ class GenerationTask(Task):
         layouts = [blank_layout(src, [], self.special.sop_id) for src in batch["sources"]]
         # DP ranks decode different batches; under ZeRO-3 every forward gathers parameters from all of them,
         # so they stop together (each rank's results are unchanged by the extra padded steps).
-        sync = all_ranks_done(ps.dp_group, batch["text"].device) if ps.dp_size > 1 else None
+        sync = all_ranks_done(parallel_state.dp_group, batch["text"].device) if parallel_state.dp_size > 1 else None
         results = generate_blank(model, self.special, layouts, batch["mask_positions"], self.generation,
                                  stop_sync=sync)
         return [(self.tokenizer.decode(r[0].tokens).strip(), float(r[0].score)) for r in results]

@@ -42,9 +42,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, ClassVar
 
 from tasks.base import read_utf8
-from tasks.seq2seq import GenerationTask
+from tasks.seq2seq import GenerationOptions, GenerationTask
 from training.logging import LOGGER_NAME
 
 # The cue before the blank, by target language (mGLM ``tasks/seq2seq/pvp.py``; full-width colon).
@@ -324,15 +325,36 @@ def one_line(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ task
+@dataclass(frozen=True)
+class SummarizationOptions(GenerationOptions):
+    """Summarization (ncls, scisummnet_zh; seq2seq with ROUGE): the generation options and ROUGE's tokenisation."""
+
+    rouge_tokenization: str | None = None  # primary ROUGE: char | word | mglm (default: by target language)
+
+    TITLE: ClassVar[str] = "summarization (the task's own options)"
+    HELP: ClassVar[dict[str, str]] = {
+        **GenerationOptions.HELP,
+        "rouge_tokenization": "the tokenisation of the unsuffixed rouge-1/2/l (char | word | mglm = tokenizer "
+                              "ids); default char for Chinese summaries, word otherwise; every one is also reported "
+                              "as rouge-*_<tokenisation>",
+    }
+
+    def validate(self, finetune: Any) -> None:
+        super().validate(finetune)
+        if self.rouge_tokenization is not None and self.rouge_tokenization not in ("char", "word", "mglm"):
+            raise ValueError(f"--rouge-tokenization {self.rouge_tokenization!r}: expected char, word or mglm")
+
+
 class SummarizationTask(GenerationTask):
     """A generation task over ``SummaryExample``: the prompt of ``summary_source_ids``, the summary as the
     target, ROUGE in every tokenisation, predictions and references written as text files.
 
     ``flag_defaults``: finetuning flags the task sets when the command line does not give them
-    (``training.arguments.parse_finetune_args``); mGLM's NCLS decoding (``seq_ncls.sh``)."""
+    (``tasks.cli.parse_finetune_args``); mGLM's NCLS decoding (``seq_ncls.sh``)."""
 
     metric_name = "rouge-l"
     metric_names = rouge_metric_names()
+    options_cls: ClassVar[type] = SummarizationOptions
     flag_defaults = MappingProxyType({
         "seq_length": 768, "tgt_seq_length": 160, "min_tgt_length": 100, "num_beams": 5,
         "length_penalty": 0.7, "no_repeat_ngram_size": 3, "label_smoothing": 0.1, "select_on": "avg-dev",

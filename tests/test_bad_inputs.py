@@ -1,7 +1,7 @@
 """Every bad input of the data path gives one line naming the file, no traceback, and its exit code.
 
 Usage errors (a flag or value the user typed) exit 2, data errors (a file whose content is bad) exit 1
-(``training/errors.py``). The CLIs run in-process through the same ``run_cli`` wrapper their ``__main__``
+(``common/errors.py``). The CLIs run in-process through the same ``run_cli`` wrapper their ``__main__``
 uses (fast); a few run as subprocesses to prove the real exit code and the absence of a traceback, and that
 ``MGLM_DEBUG=1`` shows it.
 """
@@ -364,12 +364,12 @@ def test_model_config_subprocess(store, tmp_path):
 
 # ----------------------------------------------------------------------------------------- positions
 def _model_config(argv: list[str], base_config: dict | None = None):
-    from pretrain_glm import build_model_config
-    from training.arguments import DataArgs, ModelArgs, PretrainConfig, TrainArgs, _take, build_parser
+    from model.config import build_model_config
+    from training.arguments import DataArgs, ModelArgs, TrainArgs, _take, build_parser
 
     ns = build_parser().parse_args(argv)
-    cfg = PretrainConfig(model=_take(ModelArgs, ns), data=_take(DataArgs, ns), train=_take(TrainArgs, ns))
-    return build_model_config(cfg, 8064, base_config)
+    return build_model_config(_take(ModelArgs, ns), 8064, seq_length=_take(DataArgs, ns).seq_length,
+                              tensor_parallel_size=_take(TrainArgs, ns).model_parallel_size, base_config=base_config)
 
 
 def test_seq_length_above_the_positions_is_an_error():
@@ -415,13 +415,13 @@ def test_seq_length_error_from_the_cli(store, tmp_path, capsys):
 
 
 def test_generation_input_file_that_is_not_utf8(tmp_path):
-    from generate_samples import _read_prompts
+    from generate_samples import read_prompts
 
     (tmp_path / "p.txt").write_bytes(b"first [MASK]\nsecond\nthird \xe9 [MASK]\n")
     with pytest.raises(DataError, match=f"--input-file {tmp_path / 'p.txt'}:3: byte 0xe9 is not UTF-8"):
-        _read_prompts(str(tmp_path / "p.txt"))
+        read_prompts(str(tmp_path / "p.txt"))
     (tmp_path / "p.txt").write_bytes(b"first [MASK]\n\nthird [MASK]\n")
-    assert _read_prompts(str(tmp_path / "p.txt")) == [(1, "first [MASK]"), (3, "third [MASK]")]
+    assert read_prompts(str(tmp_path / "p.txt")) == [(1, "first [MASK]"), (3, "third [MASK]")]
 
 
 @pytest.mark.slow

@@ -101,13 +101,13 @@ def test_invariants_on_random_samples(mode):
         batch = col.collate_numpy(samples, np.random.default_rng([7, it]), mode=mode)
         assert batch["mode"] == mode
         again = col.collate_numpy(samples, np.random.default_rng([7, it]), mode=mode)
-        for k in ("text", "target", "loss_mask", "position_id", "attention_mask"):
+        for k in ("text", "target", "loss_mask", "position_id", "sep"):
             assert np.array_equal(batch[k], again[k])
         L = batch["text"].shape[1]
         assert batch["position_id"].shape == (len(samples), 2, L)
         for i, s in enumerate(samples):
             orig = s["text"]
-            sep = int(batch["attention_mask"][i])
+            sep = int(batch["sep"][i])
             text, target, loss, pos = batch["text"][i], batch["target"][i], batch["loss_mask"][i], batch["position_id"][i]
             n_valid = int((text != 0).sum())  # the test's ids are never 0, so only padding is 0
             assert (text[:n_valid] != 0).all()
@@ -177,10 +177,10 @@ def test_torch_batch_format():
     col = make_collator()
     rng = np.random.default_rng(1)
     b = col([random_sample(rng) for _ in range(3)], rng)
-    assert set(b) == {"text", "target", "loss_mask", "position_id", "attention_mask", "mode"}
-    for k in ("text", "target", "loss_mask", "position_id", "attention_mask"):
+    assert set(b) == {"text", "target", "loss_mask", "position_id", "sep", "mode"}
+    for k in ("text", "target", "loss_mask", "position_id", "sep"):
         assert b[k].dtype == torch.long
-    assert b["position_id"].shape[:2] == (3, 2) and b["attention_mask"].shape == (3,)
+    assert b["position_id"].shape[:2] == (3, 2) and b["sep"].shape == (3,)
 
 
 # ------------------------------------------------------------------ block_mask / short_seq / single_span
@@ -216,8 +216,8 @@ def test_block_mask_prob_one_replaces_every_span_input_only():
         # generator gives the same spans and order with the option on or off.
         a = on.collate_numpy([s], np.random.default_rng([5, it]), mode="bert")
         b = off.collate_numpy([s], np.random.default_rng([5, it]), mode="bert")
-        sep = int(a["attention_mask"][0])
-        assert sep == int(b["attention_mask"][0])
+        sep = int(a["sep"][0])
+        assert sep == int(b["sep"][0])
         for k in ("target", "loss_mask", "position_id"):
             assert np.array_equal(a[k], b[k]), k
         ta, tb = a["text"][0], b["text"][0]
@@ -254,7 +254,7 @@ def test_block_mask_fraction_is_binomial():
     for it in range(150):
         b = col.collate_numpy([random_sample(rng) for _ in range(4)], np.random.default_rng([9, it]), mode="bert")
         for i in range(len(b["text"])):
-            sep = int(b["attention_mask"][i])
+            sep = int(b["sep"][i])
             part_b = b["text"][i, sep:][b["loss_mask"][i, sep:] == 1]
             span_inputs = part_b[part_b != SOP]
             replaced += int((span_inputs == DBLOCK).sum())
@@ -277,7 +277,7 @@ def test_options_off_leave_the_stream_unchanged():
         samples = [random_sample(data_rng) for _ in range(4)]
         b = col.collate_numpy(samples, np.random.default_rng([11, it]))
         h.update(b["mode"].encode())
-        for k in ("text", "target", "loss_mask", "position_id", "attention_mask"):
+        for k in ("text", "target", "loss_mask", "position_id", "sep"):
             h.update(np.ascontiguousarray(b[k], dtype=np.int64).tobytes())
     assert h.hexdigest() == "3f3399e8b23f1c3c91273e6aa11b78aa871db01008655a3ef2d6c82925f650a3"
 
@@ -386,7 +386,7 @@ def test_short_seq_batch_grows_and_rows_start_with_cls():
         assert rows % 3 == 0 and rows >= 3
         grew += rows > 3
         assert (b["text"][:, 0] == CLS).all()
-        assert b["position_id"].shape[:2] == (rows, 2) and b["attention_mask"].shape == (rows,)
+        assert b["position_id"].shape[:2] == (rows, 2) and b["sep"].shape == (rows,)
         assert b["text"].dtype == torch.long
     assert grew > 10  # t < 80 (k >= 2) is drawn for about half of the batches
 
@@ -401,7 +401,7 @@ def test_single_span_one_span_per_sample():
         b = col.collate_numpy(samples, np.random.default_rng(it))
         assert b["mode"] == "bert"
         for i in range(3):
-            sep = int(b["attention_mask"][i])
+            sep = int(b["sep"][i])
             assert int((b["text"][i, :sep] == MASK).sum()) == 1
             assert int((b["text"][i, sep:] == SOP).sum()) == 1
             lengths.append(int(b["loss_mask"][i].sum()) - 1)
@@ -430,7 +430,7 @@ def test_all_options_deterministic_for_a_seed():
         b = col.collate_numpy(samples, np.random.default_rng([1, it]))
         c = col.collate_numpy(samples, np.random.default_rng([2, it]))
         assert a["mode"] == b["mode"]
-        for k in ("text", "target", "loss_mask", "position_id", "attention_mask"):
+        for k in ("text", "target", "loss_mask", "position_id", "sep"):
             assert np.array_equal(a[k], b[k])
         differ += a["text"].shape != c["text"].shape or not np.array_equal(a["text"], c["text"])
     assert differ > 30
@@ -470,8 +470,8 @@ def test_context_mask_ratio_one_replaces_every_candidate_only():
         # one sample per batch: the context draws are the sample's last, so spans and order are the same
         a = on.collate_numpy([s], np.random.default_rng([3, it]), mode="bert")
         b = off.collate_numpy([s], np.random.default_rng([3, it]), mode="bert")
-        sep = int(b["attention_mask"][0])
-        for k in ("target", "loss_mask", "position_id", "attention_mask"):
+        sep = int(b["sep"][0])
+        for k in ("target", "loss_mask", "position_id", "sep"):
             assert np.array_equal(a[k], b[k]), k
         ta, tb = a["text"][0], b["text"][0]
         assert np.array_equal(ta[sep:], tb[sep:])  # Part B untouched
@@ -493,7 +493,7 @@ def test_context_mask_ratio_count_and_positions():
         s = random_sample(rng)
         a = col.collate_numpy([s], np.random.default_rng([4, it]), mode="bert")
         b = off.collate_numpy([s], np.random.default_rng([4, it]), mode="bert")
-        sep = int(b["attention_mask"][0])
+        sep = int(b["sep"][0])
         part_a = b["text"][0, :sep].tolist()
         cand = near_mask_reference(part_a, MASK, window)
         hit = np.flatnonzero(a["text"][0, :sep] == DBLOCK).tolist()

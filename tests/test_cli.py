@@ -112,7 +112,7 @@ def _actual_defaults(script: str) -> dict[str, object]:
         cfg = asdict(parse_pretrain_args([]))
         return {k: v for part in ("model", "data", "optim", "train") for k, v in cfg[part].items()}
     if script == "finetune_glm.py":
-        from training.arguments import parse_finetune_args
+        from tasks.cli import parse_finetune_args
 
         cfg = asdict(parse_finetune_args(["--task", "xnli", "--data-dir", str(REPO / "data/sample/tasks/xnli/xtreme")]))
         values = {k: v for part in ("model", "optim", "train", "finetune") for k, v in cfg[part].items()}

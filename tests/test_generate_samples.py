@@ -132,7 +132,7 @@ def test_streamed_empty_blank_is_explained() -> None:
 
     tok = GLMTokenizer(SAMPLE_TOKENIZER)
     out = io.StringIO()
-    printer = generate_samples._Printer(tok, out, enabled=True)
+    printer = generate_samples.Printer(tok, out, enabled=True)
     printer.on_blank(0, SimpleNamespace(tokens=[]))
     printer.on_blank(1, SimpleNamespace(tokens=tok.convert_tokens_to_ids(["\u2581"])))  # the bare word boundary
     printer.on_blank(2, SimpleNamespace(tokens=tok.encode("France")))

@@ -34,12 +34,10 @@ def spaced(tmp_path_factory):
 
 
 def opts(**kw):
-    """The FinetuneArgs fields the own-data tasks read (defaults of training.arguments.FinetuneArgs)."""
-    from dataclasses import replace
+    """The own options of --task seq2seq (given a source or target field) or --task cloze."""
+    from tasks.own_data import ClozeOptions, Seq2SeqFileOptions
 
-    from training.arguments import FinetuneArgs
-
-    return replace(FinetuneArgs(), **kw)
+    return (Seq2SeqFileOptions if "source_field" in kw or "target_field" in kw else ClozeOptions)(**kw)
 
 
 NLI = dict(text_fields="premise,hypothesis", label_field="label", language_field="lang",
@@ -241,9 +239,10 @@ def test_test_file_without_labels_and_absent_languages(tok, tmp_path):
 def _error(tok, tmp_path, name: str, text: str, split: str = "dev", **kw) -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    languages = kw.pop("languages", None)  # read_split's argument (--languages), not a task option
     t = cloze(tok, **{f"{split}_file": str(path)}, **kw)
     with pytest.raises((DataError, UsageError)) as e:
-        t.read_split(None, split, kw.pop("languages", None))
+        t.read_split(None, split, languages)
     return str(e.value).replace(str(tmp_path) + "/", "")
 
 
@@ -289,13 +288,13 @@ def test_bad_rows_are_one_line_naming_file_and_line(tok, tmp_path):
 def test_flags_belong_to_their_task(tmp_path):
     """Own-data flags are refused with the benchmark tasks, --data-dir / --pattern-id / the other task's flags
     with cloze and seq2seq; a missing file or dev set is named before anything runs."""
-    from training.arguments import parse_finetune_args
+    from tasks.cli import parse_finetune_args
 
     f = write_csv(tmp_path / "t.csv", ["a", "label"], [["x", "0"]])
     cl = ["--task", "cloze", "--train-file", str(f), "--dev-file", str(f)]
     bad = [
         (["--task", "xnli", "--data-dir", str(TASK_DATA / "xnli" / "xtreme"), "--train-file", str(f)],
-         r"--train-file: only for --task cloze or seq2seq \(your own files\); --task xnli reads --data-dir"),
+         r"--train-file: not an option of --task xnli \(`finetune_glm.py --task xnli --help` lists its options\)"),
         ([*cl, "--data-dir", str(tmp_path)], "--data-dir: not an option of --task cloze"),
         ([*cl, "--pattern-id", "1"], r"--pattern-id \(use --pattern\): not an option of --task cloze"),
         ([*cl, "--metric", "squad"], "--metric: not an option of --task cloze"),
@@ -310,7 +309,7 @@ def test_flags_belong_to_their_task(tmp_path):
     for argv, message in bad:
         with pytest.raises(UsageError, match=message):
             parse_finetune_args(argv)
-    assert parse_finetune_args([*cl, "--pattern", "{a} [MASK]"]).finetune.train_file == str(f)
+    assert parse_finetune_args([*cl, "--pattern", "{a} [MASK]"]).task_options.train_file == str(f)
 
 
 def test_cli_error_is_one_line_with_exit_code(tmp_path):

@@ -284,10 +284,10 @@ def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeyp
     the loss a mean over loss tokens, and the checkpoint records the [dBLOCK] tokenizer."""
     import torch.nn.functional as F
 
-    import generate_samples
     import model.glm as glm
     import pretrain_glm
     from data_utils.tokenizer import GLMTokenizer
+    from training.setup import generation_sources
 
     rows, real_loss = [], glm.glm_lm_loss
 
@@ -304,7 +304,7 @@ def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeyp
         rows.append(target.shape[0])
         return loss
 
-    monkeypatch.setattr(glm, "glm_lm_loss", checked_loss)
+    monkeypatch.setattr(pretrain_glm, "glm_lm_loss", checked_loss)  # the name its loss_fn calls
     save = tmp_path / "ck"
     r = pretrain_glm.main(common(store, save, iters=6, lr_decay_iters=6) + [
         "--batch-size", "4", "--no-tensorboard", "--block-mask-prob", "0.5", "--short-seq-prob", "1.0",
@@ -316,8 +316,7 @@ def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeyp
     tok = GLMTokenizer(meta["tokenizer"], add_dblock=True)
     assert meta["model_config"]["vocab_size"] == tok.padded_vocab_size(128, 1) and len(tok) == tok.num_text_tokens + 11
     # generation from this checkpoint rebuilds the same tokenizer
-    a = generate_samples.build_parser().parse_args(["--load", str(save)])
-    assert generate_samples._resolve_sources(a)[3] is True
+    assert generation_sources(str(save), None, None, None).tokenizer.add_dblock is True
 
 
 def test_error_probability_out_of_range(store, tmp_path):
@@ -343,7 +342,7 @@ def test_pretrain_with_context_mask_ratio(store, tmp_path, monkeypatch, capsys):
     def spy(self, items):
         batch = real_call(self, items)
         dblock = self.collator.dblock_id
-        sep = batch["attention_mask"]
+        sep = batch["sep"]
         in_a = [bool((batch["text"][i, : int(sep[i])] == dblock).any()) for i in range(len(sep))]
         seen.append((batch["mode"], self.collator.config.context_mask_ratio, any(in_a)))
         return batch
@@ -383,7 +382,7 @@ def test_gradient_accumulation_resume_and_logging(store, tmp_path, monkeypatch, 
             fed.append(target.numel())
         return real_loss(logits, target, loss_mask, ps)
 
-    monkeypatch.setattr(glm, "glm_lm_loss", counting_loss)
+    monkeypatch.setattr(pretrain_glm, "glm_lm_loss", counting_loss)  # the name its loss_fn calls
     monkeypatch.setenv("MGLM_PEAK_TFLOPS", "1.0")  # MFU on: 1e12 FLOP/s per process
     base = common(store, tmp_path / "a", iters=6, lr_decay_iters=6) + [
         "--batch-size", "2", "--gradient-accumulation-steps", "2", "--lr", "1e-3", "--warmup", "0.34",
@@ -434,19 +433,20 @@ def test_gradient_accumulation_resume_and_logging(store, tmp_path, monkeypatch, 
 def test_error_model_does_not_divide_over_tp_size(store, tmp_path):
     """At TP 4, a model whose 2 heads cannot be split over 4 ranks is refused, naming the file and the field
     (the model config is checked against --model-parallel-size, not only against itself)."""
-    from pretrain_glm import build_model_config
+    from model.config import build_model_config
     from training.arguments import parse_pretrain_args
 
     cfg = parse_pretrain_args(common(store, tmp_path / "x") + ["--model-parallel-size", "4",
                                                                "--num-attention-heads", "2"])
     with pytest.raises(ValueError) as e:
-        build_model_config(cfg, vocab_size=128 * 4 * 3)
+        build_model_config(cfg.model, 128 * 4 * 3, seq_length=cfg.data.seq_length, tensor_parallel_size=4)
     assert "glm-tiny.json" in str(e.value) and "num_attention_heads=2" in str(e.value)
     assert "tensor_parallel_size=4" in str(e.value)
     # The same model at TP 2 is fine, so it is the TP size that the check is about.
     cfg2 = parse_pretrain_args(common(store, tmp_path / "x") + ["--model-parallel-size", "2",
                                                                 "--num-attention-heads", "2"])
-    assert build_model_config(cfg2, vocab_size=128 * 4 * 3).num_attention_heads == 2
+    assert build_model_config(cfg2.model, 128 * 4 * 3, seq_length=cfg2.data.seq_length,
+                              tensor_parallel_size=2).num_attention_heads == 2
 
 
 @pytest.mark.parametrize("name, stage, precision", [("zero1_bf16", 1, "bf16"), ("zero2_fp16", 2, "fp16"),

@@ -84,7 +84,7 @@ def test_same_batches_on_0_1_2_workers_and_resume():
         got = take(build_pretrain_loader(ToyDataset(), toy_collator(), num_workers=w, **kw), 5)
         for a, b in zip(ref, got, strict=True):
             assert a["mode"] == b["mode"]
-            for k in ("text", "target", "loss_mask", "position_id", "attention_mask"):
+            for k in ("text", "target", "loss_mask", "position_id", "sep"):
                 assert a[k].equal(b[k]), (w, k)
     resumed = take(build_pretrain_loader(ToyDataset(), toy_collator(), num_workers=0, start_step=3, **kw), 2)
     for a, b in zip(ref[3:], resumed, strict=True):

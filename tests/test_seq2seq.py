@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from model import GLMConfig, GLMModel
 from mpu import ParallelState
-from tasks.seq2seq import GenerationTask
-from training.arguments import FinetuneArgs
+from tasks.seq2seq import GenerationOptions, GenerationTask
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ PAIRS = [Pair("a", "en", "The cat sat on the mat.", "cat"),
 
 def test_layout_and_loss_match_a_direct_per_sample_computation(sample_tokenizer):
     tok = sample_tokenizer
-    task = Echo(tok, 64, options=FinetuneArgs(tgt_seq_length=8))
+    task = Echo(tok, 64, options=GenerationOptions(tgt_seq_length=8))
     samples = task.train_samples(PAIRS)
     assert [s["example"] for s in samples] == [0, 1]  # the target-less example has nothing to learn
     assert samples[1]["target"][-1] == tok.eop_id and len(samples[1]["target"]) <= 8
@@ -72,9 +71,9 @@ def test_layout_and_loss_match_a_direct_per_sample_computation(sample_tokenizer)
         count += T
     assert loss.item() == pytest.approx(total / count, rel=1e-5)
 
-    smoothed = Echo(tok, 64, options=FinetuneArgs(tgt_seq_length=8, label_smoothing=0.2)).loss(
+    smoothed = Echo(tok, 64, options=GenerationOptions(tgt_seq_length=8, label_smoothing=0.2)).loss(
         model, batch, ParallelState.single())
-    logits, _ = model(batch["text"], batch["position_id"], batch["attention_mask"])
+    logits, _ = model(batch["text"], batch["position_id"], batch["sep"])
     m = batch["labels"] >= 0
     ref = F.cross_entropy(logits[m].float(), batch["labels"][m], label_smoothing=0.2)
     assert smoothed.item() == pytest.approx(ref.item(), rel=1e-5)
@@ -92,7 +91,7 @@ def test_trained_model_generates_its_targets(sample_tokenizer):
     tok = sample_tokenizer
     torch.manual_seed(0)
     model = _model(tok)
-    for opts in (FinetuneArgs(tgt_seq_length=8), FinetuneArgs(tgt_seq_length=8, num_beams=3, length_penalty=1.0)):
+    for opts in (GenerationOptions(tgt_seq_length=8), GenerationOptions(tgt_seq_length=8, num_beams=3, length_penalty=1.0)):
         task = Echo(tok, 64, options=opts)
         batch = task.collate(task.train_samples(PAIRS))
         if opts.num_beams == 1:

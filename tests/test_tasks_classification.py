@@ -284,7 +284,7 @@ def test_encoding_layout_and_truncation(tok):
     assert ids == expect and s["mask_pos"] == len(expect) - 2 and s["label"] == 1
     b = t.collate([s, t.encode(Example("v", "en", "x", "y", None, "f:2"))])
     n = len(ids)
-    assert b["attention_mask"][0] == n and b["text"][0, n] == tok.sop_id
+    assert b["sep"][0] == n and b["text"][0, n] == tok.sop_id
     assert b["position_id"][0, :, n].tolist() == [n - 2, 1]
     assert b["position_id"][0, 0, :n].tolist() == list(range(n)) and b["position_id"][0, 1, :n].abs().sum() == 0
     assert b["label"].tolist() == [1, -1]
@@ -328,7 +328,7 @@ def test_cloze_scores_equal_full_logits(tok):
     ps = ParallelState.single()
     with torch.no_grad():
         scores = t.scores(model, b, ps)
-        logits, _ = model(b["text"], b["position_id"], b["attention_mask"])
+        logits, _ = model(b["text"], b["position_id"], b["sep"])
     ids = [tok.encode(w)[0] for w in (" Maybe", " True", " False")]  # neutral, entailment, contradiction
     for i in range(3):
         sop = int((b["text"][i] == tok.sop_id).nonzero()[0])

@@ -14,10 +14,9 @@ from conftest import REPO, SAMPLE_TOKENIZER, shared_path
 
 from tasks.base import language_scores
 from tasks.mlqa import MLQA
-from tasks.qa import NA, QAExample, read_squad_file
+from tasks.qa import NA, QAExample, QAOptions, read_squad_file
 from tasks.tydiqa import TyDiQA
 from tasks.xquad import XQuAD
-from training.arguments import FinetuneArgs
 
 TASKS = REPO / "data" / "sample" / "tasks"
 XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh"]
@@ -65,7 +64,7 @@ WORDS = [f"w{i}" for i in range(30)] + ["who?", "Question:", "Answer:", "nothing
 def test_windows_hand_worked():
     """s = 16, prompt [CLS] who? [sMASK] . -> L = 12, stride 8: windows [0,12) [8,20) [16,28) [24,30)."""
     tok = WordTokenizer(WORDS)
-    task = XQuAD(tok, 16, options=FinetuneArgs())
+    task = XQuAD(tok, 16, options=QAOptions())
     ex = QAExample("q1", "en", "who?", CONTEXT, ("w18 w19",), "test")
     wins = task.windows(ex)
     w = [f"w{i}" for i in range(30)]
@@ -84,7 +83,7 @@ def test_windows_hand_worked():
     samples = task.train_samples([ex])
     assert [s["window"] for s in samples] == [0, 1, 2, 3]
     assert samples[0]["target"] == [tok.vocab["N/A"], tok.eop_id]
-    drop = XQuAD(tok, 16, options=FinetuneArgs(qa_na_train="drop")).train_samples([ex])
+    drop = XQuAD(tok, 16, options=QAOptions(qa_na_train="drop")).train_samples([ex])
     assert [s["window"] for s in drop] == [1, 2]
     assert drop[0]["target"] == [tok.vocab["w18"], tok.vocab["w19"], tok.eop_id]
     # Evaluation windows never depend on the gold answers.
@@ -92,11 +91,11 @@ def test_windows_hand_worked():
     assert [s["source"] for s in task.eval_samples([ex])] == [s["source"] for s in task.eval_samples([other])]
     assert all(s["target"] == [] for s in task.eval_samples([ex]))
     # --qa-stride 5: windows [0,12) [5,17) [10,22) [15,27) [20,30); a stride beyond L is capped at L.
-    t5 = XQuAD(tok, 16, options=FinetuneArgs(qa_stride=5))
+    t5 = XQuAD(tok, 16, options=QAOptions(qa_stride=5))
     assert t5.window_spans(30, 4) == [(0, 12), (5, 17), (10, 22), (15, 27), (20, 30)]
-    assert XQuAD(tok, 16, options=FinetuneArgs(qa_stride=50)).window_spans(30, 4) == [(0, 12), (12, 24), (24, 30)]
+    assert XQuAD(tok, 16, options=QAOptions(qa_stride=50)).window_spans(30, 4) == [(0, 12), (12, 24), (24, 30)]
     # MLQA order: [CLS] window . Question: who? Answer: [sMASK] (overhead 3 + |q| = 6 -> L = 10, stride 8).
-    m = MLQA(tok, 16, options=FinetuneArgs())
+    m = MLQA(tok, 16, options=QAOptions())
     mw = m.windows(ex)
     assert [(len(win)) for _, win in mw] == [10, 10, 10, 6]
     assert mw[0][0] == [cls, *tok.encode(" ".join(w[0:10])), dot, tok.vocab["Question:"], q,
@@ -115,16 +114,16 @@ def test_training_questions_without_their_answer_are_counted(capsys):
            QAExample("q3", "en", "who?", CONTEXT, ("nothing w1",), src.format(2))]
     get_logger(0)
     capsys.readouterr()
-    keep = XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs)
+    keep = XQuAD(tok, 16, options=QAOptions()).train_samples(exs)
     assert len(keep) == 3 * 4  # every window of every question (4 windows each)
     out = capsys.readouterr().out
     assert ("xquad: 2 of 3 training questions have their answer in no window of their context (2 of them: the "
             "answer text is not in the context at all); they are trained on N/A targets only; first: "
             "'q2' (data[0].paragraphs[0].qas[1]), 'q3' (data[0].paragraphs[0].qas[2]) in f.json") in out, out
-    drop = XQuAD(tok, 16, options=FinetuneArgs(qa_na_train="drop")).train_samples(exs)
+    drop = XQuAD(tok, 16, options=QAOptions(qa_na_train="drop")).train_samples(exs)
     assert [s["example"] for s in drop] == [0, 0]
     assert "they are dropped (--qa-na-train drop)" in capsys.readouterr().out
-    XQuAD(tok, 16, options=FinetuneArgs()).train_samples(exs[:1])
+    XQuAD(tok, 16, options=QAOptions()).train_samples(exs[:1])
     assert "training questions" not in capsys.readouterr().out
 
 
@@ -135,8 +134,8 @@ def test_aggregation_picks_the_right_window_and_na_is_wrong():
     samples = [{"example": 0, "window": 2}, {"example": 0, "window": 0}, {"example": 0, "window": 1},
                {"example": 1, "window": 0}, {"example": 1, "window": 1}, {"example": 2, "window": 0}]
     preds = [("w7", -0.5), ("w5 w6", -2.0), ("n / A", 0.0), ("N/A", -0.1), ("w5 w6", -3.0), ("N/A", -0.1)]
-    best = XQuAD(tok, 16, options=FinetuneArgs())
-    first = XQuAD(tok, 16, options=FinetuneArgs(qa_aggregate="first"))
+    best = XQuAD(tok, 16, options=QAOptions())
+    first = XQuAD(tok, 16, options=QAOptions(qa_aggregate="first"))
     assert best.aggregate(exs, samples, preds) == ["w7", "w5 w6", NA]
     assert first.aggregate(exs, samples, preds) == ["w5 w6", "w5 w6", NA]
     # SQuAD v1.1: "w7" vs "w5 w6": EM 0, F1 0; N/A scores as "" -> 0. Question 1 right: 1/3 of 100.
@@ -155,7 +154,7 @@ def _count_questions(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def xquad_dev(sample_tokenizer):
     folder = shared_path("xquad")
-    task = XQuAD(sample_tokenizer, 512, options=FinetuneArgs())
+    task = XQuAD(sample_tokenizer, 512, options=QAOptions())
     return task, folder, task.read_split(folder, "dev", None)
 
 
@@ -196,12 +195,12 @@ def test_real_xquad_windows_cover_the_context_and_hold_the_answers(xquad_dev):
 
 
 def test_fixtures_read_per_layout(sample_tokenizer):
-    t = MLQA(sample_tokenizer, 128, options=FinetuneArgs())
+    t = MLQA(sample_tokenizer, 128, options=QAOptions())
     dev = t.read_split(TASKS / "mlqa", "dev", None)
     assert list(dev) == ["en", "de", "zh"]  # the matched pairs only, in the benchmark's order
     assert list(t.read_split(TASKS / "mlqa", "test", ["de-en", "zh"])) == ["de-en", "zh"]
     assert len(t.read_split(TASKS / "mlqa", "train", None)["en"]) == 12  # the sibling ../squad
-    ty = TyDiQA(sample_tokenizer, 128, options=FinetuneArgs())
+    ty = TyDiQA(sample_tokenizer, 128, options=QAOptions())
     assert list(ty.read_split(TASKS / "tydiqa", "dev", None)) == ["en", "fi", "ru"]
     assert ty.read_split(TASKS / "tydiqa", "test", None) == {}
     assert [e.uid for e in ty.read_split(TASKS / "tydiqa", "train", None)["en"]][:2] == ["english-1000-0",
@@ -241,7 +240,7 @@ def test_bad_input(tmp_path, sample_tokenizer):
         t.read_split(tmp_path, "train", None)
     with pytest.raises(ValueError, match="MLQA context language 'xx'"):
         MLQA(sample_tokenizer, 128).read_split(TASKS / "mlqa", "dev", ["xx"])
-    from training.arguments import parse_finetune_args
+    from tasks.cli import parse_finetune_args
 
     for flag, value in (("--qa-na-train", "sometimes"), ("--qa-aggregate", "last"), ("--qa-stride", "0")):
         with pytest.raises(ValueError, match=flag):
@@ -277,7 +276,7 @@ def test_repeated_ids_train_versus_evaluation(tmp_path):
     (d / "tydiqa-goldp-v1.1-dev").mkdir()
     shutil.copy(path, d / "tydiqa-goldp-v1.1-train" / "tydiqa.goldp.en.train.json")
     shutil.copy(path, d / "tydiqa-goldp-v1.1-dev" / "tydiqa.goldp.en.dev.json")
-    ty = TyDiQA(WordTokenizer(["c", "d"]), 64, options=FinetuneArgs())
+    ty = TyDiQA(WordTokenizer(["c", "d"]), 64, options=QAOptions())
     assert len(ty.read_split(d, "train", None)["en"]) == 6
     with pytest.raises(ValueError, match=r"tydiqa\.goldp\.en\.dev\.json: 2 question id\(s\) repeat"):
         ty.read_split(d, "dev", None)
@@ -435,7 +434,7 @@ def test_zero3_two_dp_ranks_decode_like_one_process(tmp_path):
 def test_mglm_metric_is_reported_when_a_transliterator_is_available():
     """With ``unidecode`` installed the task adds mGLM's metric; here a stand-in transliterator (identity) is
     injected, so only the normalisation order and the raw N/A handling are checked (values by hand)."""
-    task = XQuAD(WordTokenizer(WORDS), 16, options=FinetuneArgs())
+    task = XQuAD(WordTokenizer(WORDS), 16, options=QAOptions())
     task.transliterate = lambda s: s
     exs = [QAExample("a", "en", "q", "c", ("the cat",), "t"), QAExample("b", "en", "q", "c", ("N/A",), "t")]
     m = task.metrics(["Cat!", NA], exs)
@@ -451,7 +450,7 @@ def test_launchers_build_mglm_recipe_that_parses(tmp_path):
     import subprocess
     import sys
 
-    from training.arguments import parse_finetune_args
+    from tasks.cli import parse_finetune_args
 
     fake = tmp_path / "deepspeed"
     fake.write_text("#!/bin/sh\necho \"$@\"\n")
@@ -471,6 +470,6 @@ def test_launchers_build_mglm_recipe_that_parses(tmp_path):
         args = [a for a in args if a not in ("--checkpoint-activations",)]
         args += ["--tokenizer-model", str(SAMPLE_TOKENIZER)]
         cfg = parse_finetune_args(args)
-        f, o = cfg.finetune, cfg.optim
-        assert (f.seq_length, f.tgt_seq_length, f.label_smoothing, f.qa_aggregate) == (512, 64, 0.1, "first")
+        f, q, o = cfg.finetune, cfg.task_options, cfg.optim
+        assert (f.seq_length, q.tgt_seq_length, q.label_smoothing, q.qa_aggregate) == (512, 64, 0.1, "first")
         assert (o.lr, o.weight_decay, o.adam_beta2, cfg.train.batch_size, cfg.train.fp16) == (1e-5, 0.01, 0.95, 2, True)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_TOKENIZER
 
-from tasks.ncls import NCLS
+from tasks.cli import parse_finetune_args
+from tasks.ncls import NCLS, NCLSOptions
 from tasks.scisummnet_zh import ScisummNetZh
 from tasks.summarization import (
     PROMPTS,
@@ -21,7 +22,6 @@ from tasks.summarization import (
     read_ncls_raw,
     summary_rouge,
 )
-from training.arguments import FinetuneArgs, parse_finetune_args
 
 DATA = REPO / "data" / "sample" / "tasks"
 RAW, MGLM, SCI = DATA / "ncls_raw", DATA / "ncls_mglm", DATA / "scisummnet_zh"
@@ -60,7 +60,7 @@ def test_direction_flag_subfolders_and_languages(tmp_path, sample_tokenizer):
     (tmp_path / "zh2en").mkdir()
     for s in ("train", "dev"):
         (tmp_path / "zh2en" / f"{s}.txt").write_text("中文文章。\nEnglish summary.\n", encoding="utf-8")
-    task = NCLS(sample_tokenizer, 64, options=FinetuneArgs(ncls_direction="zh2en", data_dir=str(tmp_path)))
+    task = NCLS(sample_tokenizer, 64, options=NCLSOptions(ncls_direction="zh2en"))
     assert task.train_language == "zh2en"
     assert task.read_split(tmp_path, "test", None) == {}  # no test file: no test scores
     assert task.read_split(tmp_path, "dev", ["zh2en"])["zh2en"][0].summary == "English summary."
@@ -200,7 +200,7 @@ def test_task_metrics_primary_by_target_language(sample_tokenizer):
     en = NCLS(sample_tokenizer, 64).read_split(MGLM, "dev", None)["zh2en"]
     m = NCLS(sample_tokenizer, 64).metrics([e.summary for e in en], en)
     assert m["rouge-l"] == m["rouge-l_word"] == pytest.approx(100.0)
-    forced = NCLS(sample_tokenizer, 64, options=FinetuneArgs(rouge_tokenization="mglm"))
+    forced = NCLS(sample_tokenizer, 64, options=NCLSOptions(rouge_tokenization="mglm"))
     m = forced.metrics(preds, zh)
     assert m["rouge-l"] == m["rouge-l_mglm"]
 
@@ -228,14 +228,19 @@ def test_agrees_with_google_rouge_score():
 
 # ------------------------------------------------------------------------------------------ flags and errors
 def test_task_flag_defaults(tmp_path):
-    f = parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW)]).finetune
-    assert (f.seq_length, f.tgt_seq_length, f.min_tgt_length, f.num_beams, f.length_penalty,
-            f.no_repeat_ngram_size, f.label_smoothing, f.select_on) == (768, 160, 100, 5, 0.7, 3, 0.1, "avg-dev")
-    f = parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW), "--num-beams", "1", "--seq-length", "64",
-                             "--rouge-tokenization", "mglm"]).finetune
-    assert (f.num_beams, f.seq_length, f.length_penalty, f.rouge_tokenization) == (1, 64, 0.7, "mglm")
-    x = parse_finetune_args(["--task", "xnli", "--data-dir", str(RAW)]).finetune
-    assert (x.num_beams, x.seq_length, x.select_on) == (1, 256, None)  # other tasks: chosen from the dev sets read
+    c = parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW)])
+    f, o = c.finetune, c.task_options
+    assert (f.seq_length, o.tgt_seq_length, o.min_tgt_length, o.num_beams, o.length_penalty,
+            o.no_repeat_ngram_size, o.label_smoothing, f.select_on) == (768, 160, 100, 5, 0.7, 3, 0.1, "avg-dev")
+    c = parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW), "--num-beams", "1", "--seq-length", "64",
+                             "--rouge-tokenization", "mglm"])
+    f, o = c.finetune, c.task_options
+    assert (o.num_beams, f.seq_length, o.length_penalty, o.rouge_tokenization) == (1, 64, 0.7, "mglm")
+    x = parse_finetune_args(["--task", "xnli", "--data-dir", str(RAW)])
+    assert x.task_options is None  # xnli has no options of its own
+    assert (x.finetune.seq_length, x.finetune.select_on) == (256, None)  # other tasks: chosen from the dev sets read
+    with pytest.raises(ValueError, match=r"--num-beams: not an option of --task xnli"):
+        parse_finetune_args(["--task", "xnli", "--data-dir", str(RAW), "--num-beams", "2"])
     with pytest.raises(ValueError, match="--ncls-direction 'fr2de': expected en2zh or zh2en"):
         parse_finetune_args(["--task", "ncls", "--data-dir", str(RAW), "--ncls-direction", "fr2de"])
     with pytest.raises(ValueError, match="--rouge-tokenization 'bpe'"):
@@ -380,4 +385,4 @@ def test_launcher_script(tmp_path):
     # the recipe parses (the JSON agrees with the flags)
     i = out.index("finetune_glm.py")
     cfg = parse_finetune_args([a for a in out[i + 1:] if a != "--fp16"])
-    assert cfg.finetune.num_beams == 3 and cfg.optim.lr == 5e-5 and cfg.train.batch_size == 8
+    assert cfg.task_options.num_beams == 3 and cfg.optim.lr == 5e-5 and cfg.train.batch_size == 8

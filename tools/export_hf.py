@@ -86,30 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _tokenizer_path(recorded: str | None, given: str | None, where: str) -> Path:
-    path = given or recorded
-    if not path:
-        raise ValueError(f"{where} records no tokenizer; pass --tokenizer-model FILE.model")
-    p = Path(path)
-    if not p.is_file() and not p.is_absolute() and (REPO / p).is_file():
-        p = REPO / p  # recorded relative to the repository root
-    if not p.is_file():
-        raise FileNotFoundError(f"tokenizer {path} (from {'--tokenizer-model' if given else where}) not found; "
-                                "pass --tokenizer-model FILE.model")
-    return p
-
-
 def export(checkpoint: str, out: str, model_config: str | None = None, tokenizer_model: str | None = None,
            overwrite: bool = False) -> Path:
     """Write the Transformers folder ``out`` for ``checkpoint``; returns its path."""
     from safetensors.torch import save_file
 
-    from data_utils.tokenizer import GLMTokenizer
     from model import GLMConfig, GLMModel
     from model.generation import SpecialTokens
     from model.hf_compat import config_to_hub, to_hub_keys
     from mpu import ParallelState
     from training import checkpoint as ckpt
+    from training.setup import checkpoint_tokenizer
 
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -121,8 +108,8 @@ def export(checkpoint: str, out: str, model_config: str | None = None, tokenizer
         config = GLMConfig.from_dict(dict(meta["model_config"]), source=f"{checkpoint} meta.json")
     else:
         raise ValueError(f"{checkpoint} has no meta.json with the model config; pass --model-config JSON")
-    tok_path = _tokenizer_path(meta.get("tokenizer"), tokenizer_model, f"{checkpoint} meta.json")
-    tokenizer = GLMTokenizer(tok_path, add_dblock=bool(meta.get("tokenizer_add_dblock", False)))
+    tokenizer = checkpoint_tokenizer(tokenizer_model, meta, f"{checkpoint} meta.json")  # [dBLOCK] as recorded
+    tok_path = Path(tokenizer.model_path)
     if config.vocab_size < len(tokenizer):
         raise ValueError(f"the model's vocab_size {config.vocab_size} is smaller than the tokenizer {tok_path} "
                          f"({len(tokenizer)} ids): not the tokenizer this model was trained with")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -218,14 +219,17 @@ def _help_text(name: str, default: Any, helps: dict[str, str]) -> str:
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, defaults: dict[str, Any] | None = None,
-                       helps: dict[str, str] | None = None) -> None:
-    """One flag per field of ``cls``; ``defaults`` / ``helps`` replace the field's default / help text in
-    ``--help`` where a parser fills other values (finetuning)."""
+                       helps: dict[str, str] | None = None, skip: set[str] = frozenset(), hidden: bool = False) -> None:
+    """One flag per field of ``cls`` (except ``skip``); ``defaults`` / ``helps`` replace the field's default /
+    help text in ``--help`` where a parser fills other values (finetuning); ``hidden``: parsed, not listed."""
     group = parser.add_argument_group(title)
     for f in fields(cls):
+        if f.name in skip:
+            continue
         names = _ALIASES.get(f.name, [_flag(f.name)])
         default = (defaults or {}).get(f.name, f.default if f.default is not MISSING else f.default_factory())
-        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": _help_text(f.name, default, helps or {})}
+        text = argparse.SUPPRESS if hidden else _help_text(f.name, default, helps or {})
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         t = f.type if isinstance(f.type, str) else f.type.__name__
         if t == "bool":
             kw["action"] = "store_true"
@@ -297,7 +301,7 @@ def merge_deepspeed_config(ns: argparse.Namespace, ds_path: str) -> tuple[dict[s
     path = Path(ds_path)
     if not path.is_file():
         raise FileNotFoundError(f"--deepspeed_config {path}: file not found")
-    from training.errors import read_json_object
+    from common.errors import read_json_object
 
     ds = read_json_object(path, "DeepSpeed config")
     if "scheduler" in ds:
@@ -384,12 +388,14 @@ def validate(cfg: PretrainConfig) -> None:
         raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
 
 
-from training.errors import run_cli  # noqa: E402,F401  (the entry scripts import it from here)
+from common.errors import run_cli  # noqa: E402,F401  (the entry scripts import it from here)
 
 
 # ------------------------------------------------------------------------------------- finetuning
 @dataclass(frozen=True)
 class FinetuneArgs:
+    """The finetuning flags every task shares; a task's own options are its ``options_cls`` (``tasks/``)."""
+
     task: str | None = None  # tasks/registry.py name (xnli, pawsx, ...)
     data_dir: str | None = None  # the task's data folder (official or XTREME layout)
     tokenizer_model: str | None = None  # default: the tokenizer recorded by a --load-pretrained checkpoint
@@ -403,32 +409,6 @@ class FinetuneArgs:
     overwrite: bool = False  # replace an existing results.json
     eval_limit: int | None = None  # smoke runs: only the first N dev/test examples of each language
     num_workers: int = 0
-    # Generation tasks (QA, summarization): --seq-length is the source length.
-    tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
-    out_seq_length: int | None = None  # most tokens generated at evaluation (default: --tgt-seq-length)
-    min_tgt_length: int = 0  # the end token is banned before this many tokens
-    num_beams: int = 1  # beam search when > 1, else greedy
-    length_penalty: float = 0.0  # beam score = sum log p / len**length_penalty (GLM's default 0)
-    no_repeat_ngram_size: int = 0
-    label_smoothing: float = 0.0  # loss = (1 - eps) CE + eps * mean over the vocabulary of -log p
-    # Extractive QA as generation (xquad, mlqa, tydiqa; tasks/qa.py).
-    qa_stride: int | None = None  # context window stride in tokens (default --seq-length // 2)
-    qa_na_train: str = "keep"  # training windows without the answer (target "N/A"): keep | drop (mGLM: drop)
-    qa_aggregate: str = "best"  # answer per question: best (highest score) | first (mGLM) non-N/A window
-    rouge_tokenization: str | None = None  # primary ROUGE: char | word | mglm (default: by target language)
-    ncls_direction: str | None = None  # ncls: en2zh | zh2en (default: from the files in --data-dir)
-    # A user's own files, no code (--task cloze | seq2seq; tasks/own_data.py). None: not given.
-    train_file: str | None = None  # JSONL, CSV or TSV with a header row
-    dev_file: str | None = None
-    test_file: str | None = None
-    language_field: str | None = None  # dev/test scored per language of this field
-    pattern: str | None = None  # "{premise}? [MASK], {hypothesis}" (seq2seq: [sMASK] or [gMASK])
-    text_fields: str | None = None  # cloze: "premise,hypothesis"
-    label_field: str | None = None  # cloze
-    verbalizers: str | None = None  # cloze: "entailment=Yes,contradiction=No" (label order = class index)
-    source_field: str | None = None  # seq2seq
-    target_field: str | None = None  # seq2seq
-    metric: str | None = None  # seq2seq: rouge (default) | squad
 
 
 @dataclass(frozen=True)
@@ -437,11 +417,17 @@ class FinetuneConfig:
     optim: OptimArgs = field(default_factory=OptimArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     finetune: FinetuneArgs = field(default_factory=FinetuneArgs)
+    task_options: Any = None  # the task's own options (an instance of its options_cls), None without any
     ds_config: dict[str, Any] | None = None
     given: tuple[str, ...] = ()  # flags given explicitly (train_iters, eval_interval, save_interval ...)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The configuration as recorded in meta.json: the task's options sit beside the shared ones."""
+        d = asdict(self)
+        if self.task_options is not None:
+            d["finetune"] = {**d["finetune"], **asdict(self.task_options)}
+        d.pop("task_options")
+        return d
 
     def as_pretrain(self) -> PretrainConfig:
         """The pretraining view (shared validation and model-config building)."""
@@ -451,8 +437,6 @@ class FinetuneConfig:
 
 
 _HELP.update({
-    "task": "task name (tasks/registry.py): xnli, pawsx, xquad, mlqa, tydiqa, ncls, scisummnet_zh; cloze, "
-            "seq2seq (your own files: --train-file ...)",
     "data_dir": "the task's data folder (official distribution or XTREME layout)",
     "epochs": "training epochs; train_iters = epochs x steps per epoch unless --train-iters; 0 = evaluate only",
     "select_on": "model selection: <lang>-dev, avg-dev, all-dev (pooled over languages, mGLM); default en-dev "
@@ -460,34 +444,6 @@ _HELP.update({
     "languages": "dev/test languages (default: every language present)",
     "eval_epoch": "evaluate on dev every N epochs (unless --eval-interval is given)",
     "eval_limit": "smoke runs: score only the first N dev/test examples of each language (results say so)",
-    "tgt_seq_length": "generation tasks: training targets are cut to this many tokens, end token included",
-    "out_seq_length": "generation tasks: most tokens generated at evaluation (default --tgt-seq-length)",
-    "min_tgt_length": "generation tasks: the end token is banned before this many generated tokens",
-    "num_beams": "generation tasks: beam search with this many beams (1 = greedy)",
-    "length_penalty": "generation tasks: beam score = sum of log-probs / length**length_penalty",
-    "no_repeat_ngram_size": "generation tasks: never repeat an n-gram of this size in one output",
-    "label_smoothing": "generation tasks: label smoothing eps of the token cross entropy",
-    "qa_stride": "QA: stride of the context windows in tokens (default --seq-length // 2; capped at the window)",
-    "qa_na_train": "QA: training windows without the answer (target N/A): keep (default) or drop (mGLM "
-                   "for xquad/mlqa)",
-    "qa_aggregate": "QA: answer of a question = the non-N/A window output with the best score (best, default) "
-                    "or the first one (first, mGLM)",
-    "rouge_tokenization": "summarization: the tokenisation of the unsuffixed rouge-1/2/l (char | word | mglm = "
-                          "tokenizer ids); default char for Chinese summaries, word otherwise; every one is "
-                          "also reported as rouge-*_<tokenisation>",
-    "ncls_direction": "ncls: en2zh or zh2en (default: the direction of the files in --data-dir)",
-    "train_file": "cloze/seq2seq: training file, JSON lines (.jsonl) or CSV/TSV (.csv/.tsv) with a header row",
-    "dev_file": "cloze/seq2seq: dev file (model selection, dev scores); same formats",
-    "test_file": "cloze/seq2seq: test file (labels optional); same formats",
-    "language_field": "cloze/seq2seq: field holding each row's language; dev/test are scored per language",
-    "pattern": "cloze: text with {field}s and one [MASK], e.g. '{premise}? [MASK], {hypothesis}'; seq2seq: "
-               "one [sMASK] or [gMASK] (default '{SOURCE} [sMASK]')",
-    "text_fields": "cloze: the fields the pattern reads, comma-separated (cut from their end when too long)",
-    "label_field": "cloze: the field holding the label",
-    "verbalizers": "cloze: label=word pairs, e.g. entailment=Yes,contradiction=No; each word one token",
-    "source_field": "seq2seq: the source field(s), comma-separated",
-    "target_field": "seq2seq: the target field (JSONL: a string or a list of gold answers)",
-    "metric": "seq2seq: rouge (ROUGE-1/2/L F, default) or squad (exact match, F1)",
 })
 
 # Flags whose meaning in finetuning differs from pretraining's _HELP entry of the same name.
@@ -508,19 +464,30 @@ _FINETUNE_DEFAULTS = {"lr_decay_ratio": 0.0, "warmup": 0.0, "lr": 1e-5, "weight_
                       "adam_beta2": 0.999, "adam_eps": 1e-8, "clip_grad": 1.0, "log_interval": 10}
 
 
-def build_finetune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False,
-                                epilog="A task may set its own defaults for finetuning flags not given (ncls, "
-                                       "scisummnet_zh: mGLM's decoding recipe; see the README).")
+def build_finetune_parser(task_help: str, options: Sequence[type] = (), hidden: Sequence[type] = (),
+                          epilog: str | None = None) -> argparse.ArgumentParser:
+    """The shared finetuning flags, then one group per class in ``options`` (a task's own options, shown in
+    ``--help``) and, without help lines, the flags of ``hidden`` (the other tasks' options: parsed so that
+    the caller can refuse them by name instead of argparse's bare "unrecognized arguments")."""
+    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(p, ModelArgs, "model")
     add_dataclass_args(p, OptimArgs, "optimizer and schedule", _FINETUNE_DEFAULTS)
     add_dataclass_args(p, TrainArgs, "training", _FINETUNE_DEFAULTS, _FINETUNE_HELP)
-    add_dataclass_args(p, FinetuneArgs, "finetuning", helps=_FINETUNE_HELP)
+    add_dataclass_args(p, FinetuneArgs, "finetuning", helps={**_FINETUNE_HELP, "task": task_help})
+    done = {f.name for cls in options for f in fields(cls)}
+    for cls in options:
+        add_dataclass_args(p, cls, cls.TITLE, helps=cls.HELP)
+    for cls in hidden:
+        add_dataclass_args(p, cls, "", skip=done, hidden=True)
+        done |= {f.name for f in fields(cls)}
     return p
 
 
-def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
-    ns = build_finetune_parser().parse_args(argv)
+def finetune_config(ns: argparse.Namespace, options_cls: type | None, flag_defaults: dict[str, Any]) -> FinetuneConfig:
+    """The FinetuneConfig of a parsed command line: the DeepSpeed JSON merged, the finetuning defaults, then
+    the task's ``flag_defaults`` for flags not given; the shared flags validated (the task validates its own
+    options: ``options_cls.validate``)."""
     given = tuple(k for k, v in vars(ns).items() if v is not None and v is not False)
     overrides, ds = _deepspeed_json(ns)
     for k, v in _FINETUNE_DEFAULTS.items():
@@ -530,30 +497,21 @@ def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
         params = ds["optimizer"].setdefault("params", {})
         for k, key in (("lr", "lr"), ("weight_decay", "weight_decay"), ("adam_eps", "eps")):
             params.setdefault(key, getattr(ns, k))
-    if ns.task:  # the task's own defaults (e.g. NCLS decoding) for finetuning flags not given
-        from tasks import registry
-
-        for k, v in getattr(registry.get(ns.task), "flag_defaults", {}).items():
-            if getattr(ns, k) is None:
-                setattr(ns, k, v)
+    for k, v in flag_defaults.items():  # the task's own defaults (e.g. NCLS decoding) for flags not given
+        if getattr(ns, k, None) is None:
+            setattr(ns, k, v)
     if ns.train_iters is None:
         ns.train_iters = 1  # placeholder: epochs x steps per epoch, known once the data is read
-    cfg = FinetuneConfig(model=_take(ModelArgs, ns), optim=_take(OptimArgs, ns, overrides),
-                         train=_take(TrainArgs, ns, overrides), finetune=_take(FinetuneArgs, ns), ds_config=ds,
-                         given=given)
-    validate_finetune(cfg)
-    return cfg
+    return FinetuneConfig(model=_take(ModelArgs, ns), optim=_take(OptimArgs, ns, overrides),
+                          train=_take(TrainArgs, ns, overrides), finetune=_take(FinetuneArgs, ns),
+                          task_options=_take(options_cls, ns) if options_cls is not None else None, ds_config=ds,
+                          given=given)
 
 
-def validate_finetune(cfg: FinetuneConfig) -> None:
+def validate_finetune(cfg: FinetuneConfig, reads_data_dir: bool = True) -> None:
+    """The shared finetuning flags (``reads_data_dir``: the task reads ``--data-dir``, not files of its own)."""
     f = cfg.finetune
-    if not f.task:
-        from tasks.registry import TASKS
-
-        raise ValueError(f"--task NAME is required (one of {', '.join(TASKS)})")
-    from tasks.own_data import check_task_flags
-
-    if check_task_flags(f):  # a user's own files (--task cloze / seq2seq): no --data-dir
+    if not reads_data_dir:
         pass
     elif not f.data_dir:
         raise ValueError("--data-dir DIR is required (the task's data folder)")
@@ -567,22 +525,4 @@ def validate_finetune(cfg: FinetuneConfig) -> None:
         raise ValueError(f"--eval-batch-size {f.eval_batch_size}: expected >= 1")
     if f.eval_limit is not None and f.eval_limit < 1:
         raise ValueError(f"--eval-limit {f.eval_limit}: expected >= 1")
-    if f.tgt_seq_length < 2:
-        raise ValueError(f"--tgt-seq-length {f.tgt_seq_length}: expected >= 2 (a token and the end token)")
-    if f.out_seq_length is not None and f.out_seq_length < 1:
-        raise ValueError(f"--out-seq-length {f.out_seq_length}: expected >= 1")
-    if not 0.0 <= f.label_smoothing < 1.0:
-        raise ValueError(f"--label-smoothing {f.label_smoothing}: expected a value in [0, 1)")
-    if f.num_beams < 1 or f.no_repeat_ngram_size < 0 or f.min_tgt_length < 0:
-        raise ValueError("--num-beams must be >= 1, --no-repeat-ngram-size and --min-tgt-length >= 0")
-    if f.qa_stride is not None and f.qa_stride < 1:
-        raise ValueError(f"--qa-stride {f.qa_stride}: expected >= 1")
-    if f.qa_na_train not in ("keep", "drop"):
-        raise ValueError(f"--qa-na-train {f.qa_na_train!r}: expected keep or drop")
-    if f.qa_aggregate not in ("best", "first"):
-        raise ValueError(f"--qa-aggregate {f.qa_aggregate!r}: expected best or first")
-    if f.rouge_tokenization is not None and f.rouge_tokenization not in ("char", "word", "mglm"):
-        raise ValueError(f"--rouge-tokenization {f.rouge_tokenization!r}: expected char, word or mglm")
-    if f.ncls_direction is not None and f.ncls_direction not in ("en2zh", "zh2en"):
-        raise ValueError(f"--ncls-direction {f.ncls_direction!r}: expected en2zh or zh2en")
     validate(cfg.as_pretrain())

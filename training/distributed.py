@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import logging
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,8 @@ class RunContext:
     """What every entry point starts with: the process group, the TP x DP layout and the rank-0 logger."""
 
     info: DistInfo
-    ps: object  # mpu.initialize.ParallelState
-    log: object  # logging.Logger
+    parallel_state: ParallelState
+    log: logging.Logger
 
 
 def start_run(train_args, what: str) -> RunContext:
@@ -105,17 +110,17 @@ def start_run(train_args, what: str) -> RunContext:
         if info.world_size % t.model_parallel_size:
             raise ValueError(f"--model-parallel-size {t.model_parallel_size} does not divide the world size "
                              f"{info.world_size}")
-        ps = ParallelState.from_torch_distributed(t.model_parallel_size)
+        parallel_state = ParallelState.from_torch_distributed(t.model_parallel_size)
     except BaseException:
         shutdown()
         raise
     log = get_logger(info.rank)
-    log.info(f"{what}: world {info.world_size} = TP {ps.tp_size} x DP {ps.dp_size}, backend {info.backend}, "
-             f"device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
+    log.info(f"{what}: world {info.world_size} = TP {parallel_state.tp_size} x DP {parallel_state.dp_size}, "
+             f"backend {info.backend}, device {info.device}, engine {'deepspeed' if t.deepspeed else 'torch'}")
     torch.manual_seed(t.seed)
     np.random.seed(t.seed)
-    model_parallel_seed(t.seed, ps)
-    return RunContext(info, ps, log)
+    model_parallel_seed(t.seed, parallel_state)
+    return RunContext(info, parallel_state, log)
 
 
 def skip_deepspeed_shm_build() -> None:

@@ -21,12 +21,15 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from training.checkpoint import model_states_name
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass
@@ -63,11 +66,11 @@ def _optimizer_state_to_load(load_dir: str, tag: str, load_optimizer: bool) -> b
 class TorchEngine:
     """Plain PyTorch: AdamW, gradient accumulation, DP all-reduce, TP-aware clipping, bf16 autocast."""
 
-    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state, *, lr: float,
+    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state: ParallelState, *, lr: float,
                  betas=(0.9, 0.98), eps: float = 1e-6, clip_grad: float = 1.0, grad_accum: int = 1,
                  bf16: bool = False, device: torch.device | None = None):
         self.module = module
-        self.ps = parallel_state
+        self.parallel_state = parallel_state
         self.clip_grad = clip_grad
         self.grad_accum = grad_accum
         self.bf16 = bf16
@@ -97,18 +100,18 @@ class TorchEngine:
         if self.micro_step % self.grad_accum != 0:
             return StepResult(applied=False, boundary=False)
         params = [p for p in self.module.parameters() if p.requires_grad]
-        if self.ps.dp_size > 1:
+        if self.parallel_state.dp_size > 1:
             # Average over data-parallel replicas; one flat buffer keeps it to a single collective.
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, group=self.ps.dp_group)
-            flat /= self.ps.dp_size
+            dist.all_reduce(flat, group=self.parallel_state.dp_group)
+            flat /= self.parallel_state.dp_size
             offset = 0
             for p, g in zip(params, grads, strict=True):
                 n = g.numel()
                 p.grad = flat[offset:offset + n].view_as(p).clone()
                 offset += n
-        norm = clip_grad_norm(params, self.clip_grad if self.clip_grad > 0 else float("inf"), self.ps)
+        norm = clip_grad_norm(params, self.clip_grad if self.clip_grad > 0 else float("inf"), self.parallel_state)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
@@ -120,23 +123,23 @@ class TorchEngine:
     def save(self, save_dir: str, tag: str, client_state: dict) -> None:
         path = os.path.join(save_dir, tag)
         os.makedirs(path, exist_ok=True)
-        if self.ps.dp_rank == 0:  # replicas hold identical weights and optimizer state
+        if self.parallel_state.dp_rank == 0:  # replicas hold identical weights and optimizer state
             state = {
                 "module": self.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "global_steps": self.global_steps,
-                "mp_world_size": self.ps.tp_size,
-                "dp_world_size": self.ps.dp_size,
+                "mp_world_size": self.parallel_state.tp_size,
+                "dp_world_size": self.parallel_state.dp_size,
                 **client_state,
             }
-            torch.save(state, os.path.join(path, model_states_name(self.ps.tp_rank)))
+            torch.save(state, os.path.join(path, model_states_name(self.parallel_state.tp_rank)))
 
     def load(self, load_dir: str, tag: str, load_optimizer: bool = True, *, trust: bool = False) -> dict:
         """``trust``: ``--trust-checkpoint`` (the file may need more than a weights-only load allows)."""
         from training import safe_load
 
         load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
-        path = os.path.join(load_dir, tag, model_states_name(self.ps.tp_rank))
+        path = os.path.join(load_dir, tag, model_states_name(self.parallel_state.tp_rank))
         state = safe_load.load(path, trust=trust, what="--load")
         self.module.load_state_dict(state["module"], strict=True)
         if load_optimizer and state.get("optimizer") is not None:
@@ -149,13 +152,13 @@ class TorchEngine:
 class DeepSpeedEngine:
     """``deepspeed.initialize`` behind the engine contract; the JSON drives ZeRO, precision, accumulation."""
 
-    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state, ds_config: dict):
+    def __init__(self, module: torch.nn.Module, param_groups: list[dict], parallel_state: ParallelState, ds_config: dict):
         import deepspeed
 
         from training.distributed import skip_deepspeed_shm_build
 
         skip_deepspeed_shm_build()
-        self.ps = parallel_state
+        self.parallel_state = parallel_state
         self.ds_config = ds_config
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=module, model_parameters=param_groups, config=ds_config, mpu=parallel_state,
@@ -264,7 +267,7 @@ def adjust_ds_config_for_cpu(ds_config: dict[str, Any]) -> dict[str, Any]:
     return ds_config
 
 
-def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_state, optim, train,
+def build_engine(model: torch.nn.Module, param_groups: list[dict], parallel_state: ParallelState, optim, train,
                  ds_config: dict[str, Any] | None, device: torch.device):
     """The engine an entry script asks for: DeepSpeed when ``train.deepspeed`` (the JSON completed from our
     flags where it is silent; ``merge_deepspeed_config`` already refused disagreements), else TorchEngine.

@@ -1,83 +1,13 @@
-"""The errors every entry script turns into one line on stderr, and the wrapper that does it.
+"""Compatibility name of ``common.errors`` (moved there so that model/ and data_utils/ need not import
+training/). New code imports ``common.errors``."""
 
-Two kinds of bad input, two exit codes (those of argparse and of most Unix tools):
-
-- **usage errors**, exit 2: a flag or value the user typed is wrong (a missing path, an unknown input type,
-  ``--seq-length`` above the model's positions, an output that already exists). ``UsageError``; a plain
-  ``ValueError`` or a ``FileNotFoundError`` (the path was typed) count as usage errors too.
-- **data errors**, exit 1: a file exists but its content is bad (broken JSON, a truncated array, token ids
-  outside the vocabulary, bytes that are not UTF-8, a read or write that the system refuses). ``DataError``;
-  ``UnicodeDecodeError`` and every other ``OSError`` count as data errors.
-
-The line is ``<prog>: error: <message>``; the message names the file (and line or field) itself. Anything
-else is a bug and keeps its traceback. ``MGLM_DEBUG=1`` prints the traceback of a handled error too.
-This module imports nothing heavy: ``tools/evaluate.py`` has an import-time budget.
-"""
-
-from __future__ import annotations
-
-import json
-import os
-import sys
-import traceback
-
-EXIT_DATA = 1
-EXIT_USAGE = 2
-
-
-class UsageError(ValueError):
-    """A flag or value the user gave is wrong (exit 2). A ValueError, so existing handlers still catch it."""
-
-
-class DataError(ValueError):
-    """A file's content is bad (exit 1); the message names the file (and line or field)."""
-
-
-def read_json_object(path: str | os.PathLike, what: str) -> dict:
-    """The JSON object in ``path``; broken JSON, bytes that are not UTF-8 or another top-level type are a
-    DataError naming the file (and the line of a JSON error) and ``what`` it is."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: broken {what} (invalid JSON: {e.msg} at column {e.colno})") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: broken {what} (byte {e.start} is not UTF-8)") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: broken {what}: expected a JSON object, got {type(obj).__name__}")
-    return obj
-
-
-def exit_code(exc: BaseException) -> int | None:
-    """The exit code of an error that is the user's input, or None for a bug (which keeps its traceback)."""
-    if isinstance(exc, DataError):
-        return EXIT_DATA
-    if isinstance(exc, UsageError):
-        return EXIT_USAGE
-    if isinstance(exc, UnicodeError):  # a ValueError, but always about a file's bytes
-        return EXIT_DATA
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, ValueError)):
-        return EXIT_USAGE
-    if isinstance(exc, (OSError, EOFError)):  # permission, disk full, I/O error, truncated compressed file
-        return EXIT_DATA
-    return None
-
-
-def one_line(exc: BaseException) -> str:
-    """The message on one line (a multi-line message is joined with '; ')."""
-    text = str(exc).strip() or type(exc).__name__
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
-
-
-def run_cli(main, prog: str) -> None:
-    """Run an entry script's ``main()``; a bad input becomes ``<prog>: error: ...`` and exit code 1 or 2."""
-    try:
-        main()
-    except Exception as e:
-        code = exit_code(e)
-        if code is None:
-            raise
-        if os.environ.get("MGLM_DEBUG") == "1":
-            traceback.print_exc()
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
-        sys.exit(code)
+from common.errors import (  # noqa: F401
+    EXIT_DATA,
+    EXIT_USAGE,
+    DataError,
+    UsageError,
+    exit_code,
+    one_line,
+    read_json_object,
+    run_cli,
+)

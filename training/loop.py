@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -26,6 +26,9 @@ import torch.distributed as dist
 from data_utils.blank_infilling import MODES
 from training.logging import MetricsWriter, format_line, get_logger
 from training.progress import report_progress
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 
 @dataclass
@@ -79,7 +82,7 @@ class _SignalFlag:
 
 def train(
     engine,
-    ps,
+    parallel_state: ParallelState,
     cfg: LoopConfig,
     state: LoopState,
     lr_at: Callable[[int], float],
@@ -125,9 +128,9 @@ def train(
             assert result.boundary, "the last micro-batch of a step must close the accumulation window"
             state.step += 1
             steps_in_interval += 1
-            tokens_in_interval += tokens * ps.dp_size  # every DP rank processes a micro-batch of this size
-            if ps.dp_size > 1:
-                dist.all_reduce(per_tag, group=ps.dp_group)
+            tokens_in_interval += tokens * parallel_state.dp_size  # every DP rank processes a micro-batch of this size
+            if parallel_state.dp_size > 1:
+                dist.all_reduce(per_tag, group=parallel_state.dp_group)
             step_loss = float(per_tag[:, 0].sum() / per_tag[:, 1].sum())
             state.step_losses.append(step_loss)
             sums["loss"] += step_loss
@@ -158,7 +161,7 @@ def train(
                     "skipped": float(skipped) if skipped else None,
                 })
                 if cfg.peak_flops > 0 and cfg.flops_per_token > 0:
-                    world = ps.dp_size * ps.tp_size
+                    world = parallel_state.dp_size * parallel_state.tp_size
                     values["mfu"] = tokens_s * cfg.flops_per_token / (cfg.peak_flops * world)
                 if bar is not None:
                     bar.clear()
