@@ -8,19 +8,22 @@ target logit (owned by exactly one rank). Backward: dloss/dz = softmax(z) - oneh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from mpu.utils import vocab_range
 
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
+
 
 class _VocabParallelCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, state: Any) -> torch.Tensor:
-        group = state.tp_group
-        multi = state.tp_size > 1
+    def forward(ctx, logits: torch.Tensor, target: torch.Tensor, parallel_state: ParallelState) -> torch.Tensor:
+        group = parallel_state.tp_group
+        multi = parallel_state.tp_size > 1
         v_local = logits.size(-1)
         flat = logits.reshape(-1, v_local)  # [N, V/p]
         # torch.softmax is one vectorised pass (a separate exp over the logits is several times slower on CPU).
@@ -37,7 +40,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
             global_lse = global_max + sum_exp.log()
             softmax.mul_((lse - global_lse).exp()[:, None])
             lse = global_lse
-        start, end = vocab_range(v_local, state.tp_rank)
+        start, end = vocab_range(v_local, parallel_state.tp_rank)
         t = target.reshape(-1)  # [N]
         outside = (t < start) | (t >= end)
         local_target = (t - start).masked_fill(outside, 0)
@@ -60,7 +63,7 @@ class _VocabParallelCrossEntropy(torch.autograd.Function):
         return grad.view(ctx.logits_shape), None, None
 
 
-def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, parallel_state: Any) -> torch.Tensor:
+def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, parallel_state: ParallelState) -> torch.Tensor:
     """Per-token loss [...] from vocab-parallel ``logits`` [..., V/p] and global ``target`` ids [...].
 
     Use fp32 logits (callers pass ``logits.float()``).
@@ -69,7 +72,7 @@ def vocab_parallel_cross_entropy(logits: torch.Tensor, target: torch.Tensor, par
 
 
 def vocab_parallel_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
-                                          parallel_state: Any) -> torch.Tensor:
+                                          parallel_state: ParallelState) -> torch.Tensor:
     """Label-smoothed per-token loss [...] (GLM's ``--label-smoothing``, as ``torch.nn.functional.cross_entropy``
     with ``label_smoothing``):
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
-def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float, parallel_state: Any,
+
+def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float, parallel_state: ParallelState,
                    norm_type: float = 2.0) -> float:
     """Scale gradients in place so the global norm is at most ``max_norm``; return the global norm.
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from mpu.initialize import ParallelState
 
 MODEL_PARALLEL_RNG = "model-parallel-rng"
 _TP_SEED_OFFSET = 2718
@@ -87,7 +90,7 @@ class RNGStatesTracker:
             _set_state(device_type, saved)
 
 
-def model_parallel_seed(seed: int, parallel_state: Any) -> None:
+def model_parallel_seed(seed: int, parallel_state: ParallelState) -> None:
     """Seed the default generators with ``seed`` (shared across TP ranks) and the tracker's
     model-parallel state with ``seed + 2718 + tp_rank`` (different per TP rank)."""
     torch.manual_seed(seed)  # seeds CPU and every CUDA device

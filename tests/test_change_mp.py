@@ -69,19 +69,19 @@ def _tp2_worker(rank: int, world: int, resharded: str) -> dict:
     from training import checkpoint as ckpt
     from training.engine import TorchEngine
 
-    ps = ParallelState.from_torch_distributed(world)
+    parallel_state = ParallelState.from_torch_distributed(world)
     cfg = GLMConfig(**E2E)
     ids, pos, sep, _ = _batch(V=E2E["vocab_size"])
     # --load-pretrained DIR (finetune / continued pretraining): weights only. Different init seeds than the
     # source, so a load that silently did nothing would show in the logits.
-    pretrained = GLMModel(cfg, ps, init_seed=101).eval()
-    ckpt.load_pretrained(pretrained, resharded, ps)
+    pretrained = GLMModel(cfg, parallel_state, init_seed=101).eval()
+    ckpt.load_pretrained(pretrained, resharded, parallel_state)
     # --load DIR (exact resume): resolve the tag, refuse an incompatible meta.json, engine.load the tag.
-    resumed = GLMModel(cfg, ps, init_seed=202).eval()
-    engine = TorchEngine(resumed, [{"params": list(resumed.parameters())}], ps, lr=1e-3)
+    resumed = GLMModel(cfg, parallel_state, init_seed=202).eval()
+    engine = TorchEngine(resumed, [{"params": list(resumed.parameters())}], parallel_state, lr=1e-3)
     load_dir, tag = ckpt.resolve(resharded)
     meta = ckpt.read_meta(load_dir, tag)
-    ckpt.check_compatible(meta, cfg.to_dict(), ps.tp_size, f"--load {load_dir / tag}", ps.dp_size)
+    ckpt.check_compatible(meta, cfg.to_dict(), parallel_state.tp_size, f"--load {load_dir / tag}", parallel_state.dp_size)
     client = engine.load(str(load_dir), tag)
     with torch.no_grad():
         return {"pretrained": pretrained(ids, pos, sep)[0], "resumed": resumed(ids, pos, sep)[0],
@@ -140,17 +140,17 @@ def _deepspeed_resume_worker(rank: int, world: int, root: str, stage: int) -> di
     from training.engine import DeepSpeedEngine
 
     cfg = GLMConfig(**{**E2E, "num_layers": 1})
-    ps = ParallelState.from_torch_distributed(1)
+    parallel_state = ParallelState.from_torch_distributed(1)
     ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "steps_per_print": 10**9,
           "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
           "zero_optimization": {"stage": stage}}
-    source = GLMModel(cfg, ps, init_seed=1)
-    engine = DeepSpeedEngine(source, [{"params": list(source.parameters())}], ps, ds)
+    source = GLMModel(cfg, parallel_state, init_seed=1)
+    engine = DeepSpeedEngine(source, [{"params": list(source.parameters())}], parallel_state, ds)
     meta = {"tp_size": 1, "dp_size": 1, "model_config": cfg.to_dict()}
     ckpt.save_checkpoint(engine, f"{root}/src", 3, meta, {"iteration": 3}, rank=0)
     change_mp(f"{root}/src", 1, f"{root}/dst")
-    target = GLMModel(cfg, ps, init_seed=2)
-    resumed = DeepSpeedEngine(target, [{"params": list(target.parameters())}], ps, ds)
+    target = GLMModel(cfg, parallel_state, init_seed=2)
+    resumed = DeepSpeedEngine(target, [{"params": list(target.parameters())}], parallel_state, ds)
     client = resumed.load(f"{root}/dst", "global_step3", load_optimizer=True)
     return {"want": source.state_dict(), "got": resumed.module.state_dict(), "iteration": client.get("iteration")}
 

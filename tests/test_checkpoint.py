@@ -23,8 +23,8 @@ def make_model(seed=0, **kw):
 
 
 def engine_for(model):
-    ps = ParallelState.single()
-    return TorchEngine(model, [{"params": list(model.parameters())}], ps, lr=1e-3)
+    parallel_state = ParallelState.single()
+    return TorchEngine(model, [{"params": list(model.parameters())}], parallel_state, lr=1e-3)
 
 
 def same_weights(a, b) -> bool:

@@ -72,8 +72,8 @@ def train_with(engine_kind: str, stage: int | None, monkeypatch, bf16: bool = Fa
     if ds is not None and bf16:
         ds["bf16"] = {"enabled": True}
     # The state a real run has (built from the process group): DeepSpeed's mpu= needs real groups.
-    ps = ParallelState.from_torch_distributed(1)
-    engine = build_engine(model, groups(model), ps, optim, train, ds, torch.device("cpu"))
+    parallel_state = ParallelState.from_torch_distributed(1)
+    engine = build_engine(model, groups(model), parallel_state, optim, train, ds, torch.device("cpu"))
     assert engine.grad_accum == GAS
     norms = []
     for lr, batches in zip(LRS, micro_batches(), strict=True):
@@ -143,13 +143,13 @@ def test_zero0_bf16_starts_from_the_model_weights_with_fresh_adam_state(single_p
     monkeypatch.setenv("LOCAL_RANK", "0")
     optim = OptimArgs(lr=1.0, weight_decay=0.1, clip_grad=CLIP)
     train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=True, bf16=True)
-    ps = ParallelState.from_torch_distributed(1)
+    parallel_state = ParallelState.from_torch_distributed(1)
     for torch_adam in (False, True):  # FP16_Optimizer over FusedAdam / FP16_UnfusedOptimizer over AdamW
         model = make_model()
         want = [p.detach().bfloat16().float().reshape(-1) for g in groups(model) for p in g["params"]]
         ds = {"zero_optimization": {"stage": 0}, "bf16": {"enabled": True},
               "optimizer": {"type": "AdamW", "params": {"torch_adam": torch_adam}}}
-        engine = build_engine(model, groups(model), ps, optim, train, ds, torch.device("cpu"))
+        engine = build_engine(model, groups(model), parallel_state, optim, train, ds, torch.device("cpu"))
         inner = engine.optimizer.optimizer
         assert type(inner).__name__ == ("AdamW" if torch_adam else "FusedAdam")
         masters = torch.cat([p.detach().reshape(-1) for g in inner.param_groups for p in g["params"]])
@@ -164,11 +164,11 @@ def test_contradicting_train_batch_size_is_refused(single_process_group, monkeyp
     monkeypatch.setenv("LOCAL_RANK", "0")
     optim = OptimArgs(lr=1.0, clip_grad=CLIP)
     train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=True, bf16=True)
-    ps = ParallelState.from_torch_distributed(1)
+    parallel_state = ParallelState.from_torch_distributed(1)
     model = make_model()
     with pytest.raises(ValueError, match=r"train_batch_size = 16 .* micro-batch 4 x gradient accumulation 2 x "
                                          r"data-parallel size 1 = 8"):
-        build_engine(model, groups(model), ps, optim, train,
+        build_engine(model, groups(model), parallel_state, optim, train,
                      {"train_batch_size": 16, "zero_optimization": {"stage": 1}}, torch.device("cpu"))
 
 
@@ -178,11 +178,11 @@ def test_cpu_default_optimizer_is_torch_adamw(single_process_group, monkeypatch)
     monkeypatch.setenv("LOCAL_RANK", "0")
     optim = OptimArgs(lr=1e-3, clip_grad=CLIP)
     train = TrainArgs(batch_size=4, gradient_accumulation_steps=GAS, deepspeed=True)
-    ps = ParallelState.from_torch_distributed(1)
+    parallel_state = ParallelState.from_torch_distributed(1)
     for stage in (0, 1):
         model = make_model()
         ds = {"zero_optimization": {"stage": stage}}
-        engine = build_engine(model, groups(model), ps, optim, train, ds, torch.device("cpu"))
+        engine = build_engine(model, groups(model), parallel_state, optim, train, ds, torch.device("cpu"))
         inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
         assert isinstance(inner, torch.optim.AdamW), (stage, type(inner))
         assert ds == {"zero_optimization": {"stage": stage}}

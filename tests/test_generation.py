@@ -296,8 +296,8 @@ def test_prompt_encoding_rules(sample_tok):
 def _tp_worker(rank: int, world: int) -> dict:
     from mpu.initialize import ParallelState
 
-    ps = ParallelState.from_torch_distributed(world)
-    return _run_modes(tiny_model(tp_state=ps))
+    parallel_state = ParallelState.from_torch_distributed(world)
+    return _run_modes(tiny_model(tp_state=parallel_state))
 
 
 def _run_modes(model) -> dict:

@@ -291,8 +291,8 @@ def test_pretrain_with_block_mask_short_seq_single_span(store, tmp_path, monkeyp
 
     rows, real_loss = [], glm.glm_lm_loss
 
-    def checked_loss(logits, target, loss_mask, ps=None):
-        loss = real_loss(logits, target, loss_mask, ps)
+    def checked_loss(logits, target, loss_mask, parallel_state=None):
+        loss = real_loss(logits, target, loss_mask, parallel_state)
         # Independent reference (TP 1: full vocabulary): token cross entropy averaged over loss tokens; the
         # logits are those of the loss tokens only ([N, V], row-major).
         with torch.no_grad():
@@ -377,10 +377,10 @@ def test_gradient_accumulation_resume_and_logging(store, tmp_path, monkeypatch, 
     # Batches are padded per batch (their length varies): count the tokens each training micro-batch feeds.
     fed, real_loss = [], glm.glm_lm_loss
 
-    def counting_loss(logits, target, loss_mask, ps=None):
+    def counting_loss(logits, target, loss_mask, parallel_state=None):
         if torch.is_grad_enabled():
             fed.append(target.numel())
-        return real_loss(logits, target, loss_mask, ps)
+        return real_loss(logits, target, loss_mask, parallel_state)
 
     monkeypatch.setattr(pretrain_glm, "glm_lm_loss", counting_loss)  # the name its loss_fn calls
     monkeypatch.setenv("MGLM_PEAK_TFLOPS", "1.0")  # MFU on: 1e12 FLOP/s per process

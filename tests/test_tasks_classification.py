@@ -300,12 +300,12 @@ def test_encoding_layout_and_truncation(tok):
 
 
 # ------------------------------------------------------------------------------------------ scores
-def _tiny_model(vocab: int, ps=None):
+def _tiny_model(vocab: int, parallel_state=None):
     from model import GLMConfig, GLMModel
 
     cfg = GLMConfig.from_dict({"num_layers": 2, "vocab_size": vocab, "hidden_size": 32, "num_attention_heads": 4,
                                "max_sequence_length": 128, "hidden_dropout": 0.0, "attention_dropout": 0.0})
-    return GLMModel(cfg, ps, init_seed=7).eval()
+    return GLMModel(cfg, parallel_state, init_seed=7).eval()
 
 
 def _batch(tok):
@@ -325,19 +325,19 @@ def test_cloze_scores_equal_full_logits(tok):
 
     t, b = _batch(tok)
     model = _tiny_model(tok.padded_vocab_size())
-    ps = ParallelState.single()
+    parallel_state = ParallelState.single()
     with torch.no_grad():
-        scores = t.scores(model, b, ps)
+        scores = t.scores(model, b, parallel_state)
         logits, _ = model(b["text"], b["position_id"], b["sep"])
     ids = [tok.encode(w)[0] for w in (" Maybe", " True", " False")]  # neutral, entailment, contradiction
     for i in range(3):
         sop = int((b["text"][i] == tok.sop_id).nonzero()[0])
         for c in range(3):
             assert torch.allclose(scores[i, c], logits[i, sop, ids[c]].float())
-    loss = t.loss(model, b, ps)
+    loss = t.loss(model, b, parallel_state)
     manual = -torch.log_softmax(scores, -1)[torch.arange(3), b["label"]].mean()
     assert torch.allclose(loss, manual)
-    assert t.predict(model, b, ps) == [t.labels[j] for j in scores.argmax(-1).tolist()]
+    assert t.predict(model, b, parallel_state) == [t.labels[j] for j in scores.argmax(-1).tolist()]
 
 
 def _tp_scores(rank, world, tok_path):
@@ -347,11 +347,11 @@ def _tp_scores(rank, world, tok_path):
 
     tok = GLMTokenizer(tok_path)
     t, b = _batch(tok)
-    ps = ParallelState.from_torch_distributed(world)
+    parallel_state = ParallelState.from_torch_distributed(world)
     full = _tiny_model(tok.padded_vocab_size(128, world)).state_dict()
-    model = _tiny_model(tok.padded_vocab_size(128, world), ps)
+    model = _tiny_model(tok.padded_vocab_size(128, world), parallel_state)
     model.load_state_dict(shard_state_dict(full, world, rank))
-    scores = t.scores(model, b, ps)
+    scores = t.scores(model, b, parallel_state)
     loss = torch.nn.functional.cross_entropy(scores, b["label"])
     loss.backward()
     return scores.detach(), model.word_embeddings.weight.grad.clone()

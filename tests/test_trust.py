@@ -295,8 +295,8 @@ def test_deepspeed_engine_load_goes_through_the_safe_loader(tmp_path, stage, mon
     init_distributed(device="cpu")
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
-    ps = ParallelState.from_torch_distributed(1)  # DeepSpeed's mpu= needs real groups
-    eng = build_engine(model, [{"params": list(model.parameters())}], ps, OptimArgs(lr=1e-3),
+    parallel_state = ParallelState.from_torch_distributed(1)  # DeepSpeed's mpu= needs real groups
+    eng = build_engine(model, [{"params": list(model.parameters())}], parallel_state, OptimArgs(lr=1e-3),
                        TrainArgs(batch_size=2, deepspeed=True), {"zero_optimization": {"stage": stage}},
                        torch.device("cpu"))
     ckpt.save_checkpoint(eng, tmp_path, 1, {"tp_size": 1}, {"iteration": 1}, rank=0)
