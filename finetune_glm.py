@@ -79,8 +79,7 @@ def run(cfg: FinetuneConfig) -> dict:
                                           base_config=(meta or {}).get("model_config"))
         model = GLMModel(model_config, parallel_state, init_seed=t.seed).to(info.device)
         setup.load_pretrained_weights(model, t, parallel_state, log)
-        if t.compile:
-            model.compile()  # in place: state_dict keys unchanged, checkpoints stay interchangeable
+        setup.compile_model(model, t, log)
         engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), parallel_state, o, t,
                               cfg.ds_config, info.device)
         gas = engine.grad_accum

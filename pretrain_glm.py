@@ -76,8 +76,7 @@ def run(cfg: PretrainConfig) -> dict:
                  f"{model_config.num_attention_heads}, vocab {vocab} ({len(tok)} tokens); "
                  f"{num_parameters(model) * parallel_state.tp_size / 1e6:.2f} M parameters")
         setup.load_pretrained_weights(model, t, parallel_state, log)
-        if t.compile:
-            model.compile()  # in place: state_dict keys unchanged, checkpoints stay interchangeable
+        setup.compile_model(model, t, log)
         engine = build_engine(model, param_groups_for_weight_decay(model, o.weight_decay), parallel_state, o, t,
                               cfg.ds_config, info.device)
         schedule = LRSchedule(lr=o.lr, decay_iters=o.lr_decay_iters or t.train_iters, warmup=o.warmup,

@@ -24,10 +24,10 @@ def test_compile_in_place_keeps_state_dict_keys_and_flag_exists() -> None:
     assert TrainArgs().compile is False and TrainArgs(compile=True).compile is True
 
 
-@pytest.mark.slow  # the first compiled step compiles forward and backward: ~30 s on a 2-core CPU
-@pytest.mark.skipif(shutil.which("g++") is None and not torch.cuda.is_available(),
-                    reason="torch.compile (inductor) needs a C++ compiler on the CPU")
-def test_compiled_training_step_equals_eager() -> None:
+def _eager_and_compiled_steps(rank: int, world: int) -> list:
+    """Two AdamW steps of the same model eager and compiled: [(losses, step-1 gradients)] for each. Runs in a
+    spawned process (``run_distributed``): inductor's compile workers and threads never live in the pytest
+    process, whose later tests fork DataLoader workers (a fork of a process with them running can crash)."""
     g = torch.Generator().manual_seed(0)
     B, L = 2, 11
     ids = torch.randint(0, 256, (B, L), generator=g)
@@ -49,7 +49,17 @@ def test_compiled_training_step_equals_eager() -> None:
             opt.step()
             losses.append(float(loss.detach()))
         out.append((losses, grads))
-    (eager_losses, eager_grads), (comp_losses, comp_grads) = out
+    return out
+
+
+@pytest.mark.slow  # the first compiled step compiles forward and backward: ~30 s on a 2-core CPU
+@pytest.mark.skipif(shutil.which("g++") is None and not torch.cuda.is_available(),
+                    reason="torch.compile (inductor) needs a C++ compiler on the CPU")
+def test_compiled_training_step_equals_eager() -> None:
+    from distributed import run_distributed
+
+    ((eager_losses, eager_grads), (comp_losses, comp_grads)), = run_distributed(_eager_and_compiled_steps, 1,
+                                                                                timeout=600)
     assert eager_losses[1] < eager_losses[0] - 1e-3  # the update changed the loss: step 2 tests something
     assert comp_losses == pytest.approx(eager_losses, abs=1e-5)
     for n, g in eager_grads.items():

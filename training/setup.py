@@ -164,6 +164,14 @@ def load_pretrained_weights(model, train_args: TrainArgs, parallel_state: Parall
         log.info(f"initialised weights from {src}")
 
 
+def compile_model(model, train_args: TrainArgs, log) -> None:
+    """``--compile``: ``torch.compile`` the model in place, after its weights are in and before the engine
+    wraps it (the state_dict keys stay the same, so checkpoints stay interchangeable with eager runs)."""
+    if train_args.compile:
+        log.info("--compile: the model runs under torch.compile (the first steps compile it)")
+        model.compile()
+
+
 def checkpoint_meta(config: dict, model_config: GLMConfig, parallel_state: ParallelState,
                     tokenizer: GLMTokenizer, seed: int, **extra: Any) -> dict[str, Any]:
     """The ``meta.json`` fields every checkpoint of a run carries (``save_checkpoint`` adds step, files and
