@@ -325,8 +325,9 @@ def resolve_intact(load: str | os.PathLike) -> tuple[Path, str, dict[str, Any]]:
                                  f"incomplete ({first_problem}) and no older checkpoint is intact")
 
 
-def _problem(load_dir: Path, tag: str) -> str | None:
-    """What is wrong with ``load_dir/tag`` (None: intact, or unverifiable because of an earlier version)."""
+def _problem(load_dir: Path, tag: str, names: list[str] | None = None) -> str | None:
+    """What is wrong with ``load_dir/tag`` or, with ``names``, with those of its files (None: intact, or
+    unverifiable because an earlier version wrote it without records)."""
     if not (load_dir / tag / META).is_file():
         return f"{load_dir / tag / META} is missing (incomplete checkpoint)"
     try:
@@ -336,7 +337,7 @@ def _problem(load_dir: Path, tag: str) -> str | None:
     if "files" not in meta:
         _unverified_warning(load_dir / tag)
         return None
-    return verify_files(load_dir / tag, meta)
+    return verify_files(load_dir / tag, meta, names)
 
 
 def _step_of(load_dir: Path, tag: str) -> float:
@@ -573,11 +574,7 @@ def verify_tag_dir(tag_dir: Path, names: list[str] | None, what: str = "--load-p
     earlier versions) carry no records and are read as they are."""
     if not (tag_dir / META).is_file():
         return
-    meta = read_meta(tag_dir.parent, tag_dir.name)
-    if "files" not in meta:
-        _unverified_warning(tag_dir)
-        return
-    problem = verify_files(tag_dir, meta, names)
+    problem = _problem(tag_dir.parent, tag_dir.name, names)
     if problem:
         raise DamagedCheckpointError(f"{what} {tag_dir}: {problem}")
 
