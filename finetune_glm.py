@@ -338,6 +338,6 @@ def check_selection_set(select_on: str, key: str, dev: dict, has_gold, data_dir:
 
 
 if __name__ == "__main__":
-    from training.arguments import run_cli
+    from common.errors import run_cli
 
     run_cli(main, "finetune_glm.py")

@@ -242,6 +242,6 @@ def _fill_interactive(a: argparse.Namespace, fill, candidates, tokenizer, rank: 
 
 
 if __name__ == "__main__":
-    from training.arguments import run_cli
+    from common.errors import run_cli
 
     run_cli(main, PROG)

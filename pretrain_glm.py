@@ -201,6 +201,6 @@ def validate(engine, loss_fn, data: PretrainData, parallel_state: ParallelState,
 
 
 if __name__ == "__main__":
-    from training.arguments import run_cli
+    from common.errors import run_cli
 
     run_cli(main, "pretrain_glm.py")

@@ -48,10 +48,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable (mt5.*, tasks.*)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.progress import report_progress  # noqa: E402
 from mt5.data import Example, load_task, task_sources  # noqa: E402
 from tasks.rouge import rouge_scores, rouge_scores_from_tokens  # noqa: E402
 from training.arguments import DefaultsHelpFormatter  # noqa: E402
-from training.progress import report_progress  # noqa: E402
 
 logger = logging.getLogger("mt5")
 

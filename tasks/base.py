@@ -212,7 +212,7 @@ def evaluate(predict_batch: Callable[[list[Any]], list[str]], samples: Sequence[
 
     batches = shard_for_eval(len(samples), batch_size, parallel_state.dp_rank, parallel_state.dp_size)
     mine: dict[int, str] = {}
-    from training.progress import report_progress
+    from common.progress import report_progress
 
     bar = report_progress(total=len(batches), desc=desc, unit="batch", enabled=rank == 0, leave=False,
                           mininterval=1.0)

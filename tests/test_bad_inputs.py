@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
 
-from training.errors import EXIT_DATA, EXIT_USAGE, DataError, UsageError, exit_code, run_cli
+from common.errors import EXIT_DATA, EXIT_USAGE, DataError, UsageError, exit_code, run_cli
 
 PY = sys.executable
 TINY = str(REPO / "config" / "model" / "glm-tiny.json")  # 256 positions

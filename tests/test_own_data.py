@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, SAMPLE_TOKENIZER, shared_path
 from task_fixtures import TASK_DATA, one_thread, spaced_tokenizer  # noqa: F401 (one_thread: autouse)
 
-from training.errors import DataError, UsageError
+from common.errors import DataError, UsageError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""training.progress: a tqdm bar on a terminal, plain periodic lines (no carriage returns) in a log file."""
+"""common.progress: a tqdm bar on a terminal, plain periodic lines (no carriage returns) in a log file."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sys
 import pytest
 from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
 
+from common.progress import PlainProgress, plain_interval, report_progress
 from mpu import ParallelState
 from tasks.base import evaluate
-from training.progress import PlainProgress, plain_interval, report_progress
 
 
 class _Terminal(io.StringIO):

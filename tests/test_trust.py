@@ -545,7 +545,7 @@ def test_disk_full_on_a_first_save_and_in_the_cli(store, tmp_path):
         "    raise OSError(errno.ENOSPC, 'No space left on device', str(f))\n"
         "torch.save = full\n"
         "import pretrain_glm\n"
-        "from training.arguments import run_cli\n"
+        "from common.errors import run_cli\n"
         f"sys.argv = ['pretrain_glm.py'] + {pretrain_args(store, tmp_path / 'save', 2)!r}\n"
         "run_cli(pretrain_glm.main, 'pretrain_glm.py')\n")
     env = {**os.environ, "PYTHONPATH": str(REPO), "DS_ACCELERATOR": "cpu"}

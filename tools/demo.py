@@ -194,6 +194,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from training.errors import run_cli
+    from common.errors import run_cli
 
     run_cli(main, "demo.py")

@@ -49,6 +49,6 @@ def main(argv: list[str] | None = None) -> PreprocessSummary:
 
 
 if __name__ == "__main__":
-    from training.errors import run_cli
+    from common.errors import run_cli
 
     run_cli(main, "preprocess_data.py")

@@ -158,8 +158,8 @@ def train(
     the vocabulary size they have pruned to) on stderr; ``verbose``: sentencepiece's whole log instead."""
     import sentencepiece as spm
 
+    from common.progress import report_progress
     from data_utils.corpus import find_input_files
-    from training.progress import report_progress
 
     symbols = list(dict.fromkeys(as_piece(x) for x in user_defined_symbols))  # de-duplicated, order kept
     files = find_input_files(inputs)
@@ -234,6 +234,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from training.arguments import run_cli
+    from common.errors import run_cli
 
     run_cli(main, "train_tokenizer.py")

@@ -388,8 +388,6 @@ def validate(cfg: PretrainConfig) -> None:
         raise FileNotFoundError(f"--model-config {cfg.model.model_config}: file not found")
 
 
-from common.errors import run_cli  # noqa: E402,F401  (the entry scripts import it from here)
-
 
 # ------------------------------------------------------------------------------------- finetuning
 @dataclass(frozen=True)

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import DataError, UsageError
 from training import safe_load
-from training.errors import DataError, UsageError
 
 META = "meta.json"
 LATEST = "latest"

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from common.progress import report_progress
 from data_utils.blank_infilling import MODES
 from training.logging import MetricsWriter, format_line, get_logger
-from training.progress import report_progress
 
 if TYPE_CHECKING:
     from mpu.initialize import ParallelState

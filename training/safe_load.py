@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from training.errors import DataError
+from common.errors import DataError
 
 TRUST_FLAG = "--trust-checkpoint"
 _torch_load = torch.load  # the real one, also while ``torch_loads`` routes torch.load through ``load``
