@@ -21,9 +21,9 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
 
+from common import safe_load
+from common.safe_load import UnreadableCheckpointError, UnsafeCheckpointError
 from training import checkpoint as ckpt
-from training import safe_load
-from training.safe_load import UnreadableCheckpointError, UnsafeCheckpointError
 
 PY = sys.executable
 

@@ -14,7 +14,7 @@ another architecture.
 
 Integrity: ``meta.json`` records every file's size and sha256 (``files``); ``--load`` verifies them before
 reading a tensor and falls back from a damaged or incomplete newest checkpoint to the newest intact one
-(``resolve_intact``). Every file is read through ``training.safe_load`` (weights-only unpickling). One run
+(``resolve_intact``). Every file is read through ``common.safe_load`` (weights-only unpickling). One run
 writes a save directory at a time (``lock_save_dir``).
 """
 
@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common import safe_load
 from common.errors import DataError, UsageError
-from training import safe_load
 
 META = "meta.json"
 LATEST = "latest"
@@ -523,7 +523,7 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bo
     from model import hf_compat
 
     if hf_compat.is_hub_folder(path):  # a directory with config.json in hub layout
-        return hf_compat.load_hub_folder(model, path, parallel_state)
+        return hf_compat.load_hub_folder(model, path, parallel_state, trust=trust)
     from model.checkpoint_compat import (
         load_glm_state_dict,
         merge_state_dicts,
