@@ -414,6 +414,35 @@ def test_seq_length_error_from_the_cli(store, tmp_path, capsys):
     assert code == EXIT_USAGE and "--seq-length 512 exceeds the model's 256 positions" in line
 
 
+def test_every_command_line_goes_through_run_cli():
+    """Each script a user runs (entry scripts, tools/, the mT5 baseline) hands its main to
+    common.errors.run_cli in its ``__main__`` block, so bad input gets the same line and exit codes."""
+    scripts = [*REPO.glob("*.py"), *(REPO / "tools").glob("*.py"), REPO / "mt5" / "finetune_mt5.py"]
+    mains = [p for p in scripts if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")]
+    assert len(mains) >= 11
+    bad = [p.name for p in mains
+           if "run_cli(" not in p.read_text(encoding="utf-8").split('if __name__ == "__main__":', 1)[1]]
+    assert not bad, bad
+
+
+def test_plot_and_export_speak_run_cli(tmp_path, capsys):
+    """tools/plot.py and tools/export_hf.py: a broken metrics.jsonl is a data error (1), an output folder
+    that is not empty a usage error (2); each one line naming the file (they printed "error: ..." and exit 2
+    for both)."""
+    from tools import export_hf, plot
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.jsonl").write_text('{"group": "train", "step": 1, "loss": 2.0}\n{"group": \n')
+    code, line = cli(plot.main, "plot.py", [str(run)], capsys)
+    assert code == EXIT_DATA and f"{run / 'logs' / 'metrics.jsonl'}:2: not a JSON line" in line
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, line = cli(export_hf.main, "export_hf.py", [str(run), str(out)], capsys)
+    assert code == EXIT_USAGE and f"{out} exists and is not empty; pass --overwrite" in line
+
+
 def test_generation_input_file_that_is_not_utf8(tmp_path):
     from generate_samples import read_prompts
 

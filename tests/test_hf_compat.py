@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_TOKENIZER
 
-from common.errors import DataError
+from common.errors import DataError, UsageError
 from data_utils.tokenizer import GLMTokenizer
 from model import GLMConfig, GLMModel
 from model.generation import GenerationConfig, generate
@@ -262,7 +262,7 @@ def test_export_writes_the_hub_layout_and_loads_back_exactly(tmp_path) -> None:
         assert torch.equal(back.state_dict()[k], v), k
     from tools.export_hf import main
 
-    with pytest.raises(SystemExit):  # an existing folder is not overwritten silently
+    with pytest.raises(UsageError, match="exists and is not empty"):  # not overwritten silently
         main([str(tmp_path / "ckpt"), str(out)])
 
 
