@@ -11,6 +11,12 @@ Two kinds of bad input, two exit codes (those of argparse and of most Unix tools
 
 The line is ``<prog>: error: <message>``; the message names the file (and line or field) itself. Anything
 else is a bug and keeps its traceback. ``MGLM_DEBUG=1`` prints the traceback of a handled error too.
+
+In a run of several processes (``torch.distributed`` initialised, or ``WORLD_SIZE`` > 1 from torchrun / the
+deepspeed launcher) a ``UsageError`` is a check of the command line, which every rank makes identically: it is
+printed by global rank 0 only (the others exit with the same code, silently), instead of once per GPU.
+Every other handled error may be one rank's own (a file missing on one node, one rank's full disk), so it is
+printed by the rank that hit it, prefixed ``[rank N]``.
 This module imports nothing heavy: ``tools/evaluate.py`` has an import-time budget.
 """
 
@@ -69,15 +75,32 @@ def one_line(exc: BaseException) -> str:
     return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(global rank, world size): torch.distributed's when initialised (looked up only when already
+    imported: this module imports nothing heavy), else the launcher's ``RANK`` / ``WORLD_SIZE``, else (0, 1)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
 def run_cli(main, prog: str) -> None:
-    """Run an entry script's ``main()``; a bad input becomes ``<prog>: error: ...`` and exit code 1 or 2."""
+    """Run an entry script's ``main()``; a bad input becomes ``<prog>: error: ...`` and exit code 1 or 2
+    (in a multi-process run: a UsageError on rank 0 only, other errors with ``[rank N]``; module docstring)."""
     try:
         main()
     except Exception as e:
         code = exit_code(e)
         if code is None:
             raise
+        rank, world = rank_and_world()
+        if world > 1 and rank != 0 and isinstance(e, UsageError):
+            sys.exit(code)
         if os.environ.get("MGLM_DEBUG") == "1":
             traceback.print_exc()
-        print(f"{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
+        prefix = f"[rank {rank}] " if world > 1 and not isinstance(e, UsageError) else ""
+        print(f"{prefix}{prog}: error: {one_line(e)}", file=sys.stderr, flush=True)
         sys.exit(code)

@@ -18,13 +18,14 @@ The hub's ``query_key_value`` is one ``Linear(h, 3h)`` whose output is split int
 TP=1 tensor and a TP>1 load is ``shard_state_dict(full, tp, rank, partition_rules(model))``; an export loads
 every shard into a TP=1 model (``training.checkpoint.load_pretrained``, which merges them).
 
-Weights are read only through ``torch.load(..., weights_only=True)`` or the safetensors library: a hub
-folder is downloaded data, never trusted code.
+Weights are read only through ``common.safe_load.load`` (the weights-only unpickler every loader uses,
+``--trust-checkpoint`` to vouch for a file) or the safetensors library: a hub folder is downloaded data,
+never trusted code. A file whose content is bad (damaged, refused, not a state dict) is a ``DataError``
+naming it, as for every other checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +33,8 @@ from typing import Any
 
 import torch
 
+from common import safe_load
+from common.errors import DataError, read_json_object
 from model.config import GLMConfig
 
 HUB_PREFIX = "glm."
@@ -77,14 +80,7 @@ def is_hub_folder(path: str | os.PathLike | None) -> bool:
 
 # ------------------------------------------------------------------------------------------ config
 def read_hub_config(folder: str | os.PathLike) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_FILE
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a JSON object of GLM config fields")
-    return values
+    return read_json_object(Path(folder) / CONFIG_FILE, "hub config (a JSON object of GLM config fields)")
 
 
 def config_from_hub(values: Mapping[str, Any], source: str = CONFIG_FILE) -> GLMConfig:
@@ -162,7 +158,7 @@ def hub_tokenizer(folder: str | os.PathLike) -> tuple[str, bool]:
     tc_path = p / "tokenizer_config.json"
     tc: dict[str, Any] = {}
     if tc_path.is_file():
-        tc = json.loads(tc_path.read_text(encoding="utf-8"))
+        tc = read_json_object(tc_path, "tokenizer config")
     kind = tc.get("tokenizer_class", "unknown")
     model_file = None
     if tc.get("vocab_file") and (p / tc["vocab_file"]).is_file():
@@ -188,7 +184,7 @@ def hub_tokenizer(folder: str | os.PathLike) -> tuple[str, bool]:
     n = sp.GetPieceSize()
     listed: dict[str, int] = {}
     if (p / "added_tokens.json").is_file():
-        listed.update(json.loads((p / "added_tokens.json").read_text(encoding="utf-8")))
+        listed.update(read_json_object(p / "added_tokens.json", "added tokens"))
     for tid, entry in (tc.get("added_tokens_decoder") or {}).items():
         listed[entry["content"] if isinstance(entry, dict) else str(entry)] = int(tid)
     wrong = [f"{tok} at {listed[tok]} (here {n + off})" for tok, off in _COMMAND_OFFSETS.items()
@@ -211,9 +207,9 @@ def hub_meta(folder: str | os.PathLike) -> dict[str, Any]:
 def _weight_files(p: Path) -> list[Path]:
     for index in (SAFETENSORS_INDEX, BIN_INDEX):
         if (p / index).is_file():
-            weight_map = json.loads((p / index).read_text(encoding="utf-8")).get("weight_map")
+            weight_map = read_json_object(p / index, "shard index").get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
-                raise ValueError(f"{p / index}: no 'weight_map' of key -> shard file")
+                raise DataError(f"{p / index}: no 'weight_map' of key -> shard file")
             files = [p / f for f in dict.fromkeys(weight_map.values())]
             absent = [f.name for f in files if not f.is_file()]
             if absent:
@@ -226,21 +222,17 @@ def _weight_files(p: Path) -> list[Path]:
                             f"{BIN_INDEX})")
 
 
-def _read_file(f: Path) -> dict[str, torch.Tensor]:
+def _read_file(f: Path, trust: bool) -> dict[str, torch.Tensor]:
     if f.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(f))
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types without the path
-            raise ValueError(f"{f}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    try:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - unpickling errors carry no file name
-        raise ValueError(f"{f}: not loadable as plain tensors with torch.load(weights_only=True) "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+            raise DataError(f"{f}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    obj = safe_load.load(f, trust=trust, what="--load-pretrained")
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{f}: expected a dict of tensors (a state dict)")
+        raise DataError(f"{f}: expected a dict of tensors (a state dict)")
     return obj
 
 
@@ -260,21 +252,23 @@ def to_hub_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {HUB_PREFIX + k: v for k, v in state_dict.items()}
 
 
-def read_hub_state_dict(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The full (TP=1) state dict of a hub folder, in this project's key names."""
+def read_hub_state_dict(folder: str | os.PathLike, *, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The full (TP=1) state dict of a hub folder, in this project's key names; ``trust``
+    (``--trust-checkpoint``) reads a ``pytorch_model.bin`` that needs more than the weights-only unpickler."""
     p = Path(folder)
     merged: dict[str, torch.Tensor] = {}
     files = _weight_files(p)
     for f in files:
-        part = _read_file(f)
+        part = _read_file(f, trust)
         twice = sorted(set(part) & set(merged))
         if twice:
-            raise ValueError(f"{f}: key(s) {twice} also in another shard")
+            raise DataError(f"{f}: key(s) {twice} also in another shard")
         merged.update(part)
     return from_hub_keys(merged, ", ".join(str(f) for f in files))
 
 
-def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_state) -> str:
+def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_state, *,
+                    trust: bool = False) -> str:
     """Load a hub folder's weights into ``model`` (this TP rank's shard), strictly; returns a description.
 
     The model must have been built from the folder's config (``hub_meta``), position tables possibly longer;
@@ -282,7 +276,7 @@ def load_hub_folder(model: torch.nn.Module, folder: str | os.PathLike, parallel_
     from model.checkpoint_compat import load_glm_state_dict, partition_rules, shard_state_dict
 
     p = Path(folder)
-    full = read_hub_state_dict(p)
+    full = read_hub_state_dict(p, trust=trust)
     own = model.state_dict()
     for name in ("transformer.position_embeddings.weight", "transformer.block_position_embeddings.weight"):
         have, want = full.get(name), own.get(name)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+from common.errors import DataError
 from tasks.summarization import read_csv_columns, read_ncls_raw
 
 PROMPTS = MappingProxyType({"zh": " 中文摘要：", "en": " Please summarize in English:"})
@@ -160,7 +161,7 @@ def read_mtgcrosssum(data_dir: Path, lang: str, split: str) -> list[Example]:
     docs = docs_path.read_text(encoding="utf-8").splitlines()
     sums = sums_path.read_text(encoding="utf-8").splitlines()
     if len(docs) != len(sums):
-        raise ValueError(f"{docs_path} has {len(docs)} lines but {sums_path} has {len(sums)}; expected one summary per document")
+        raise DataError(f"{docs_path} has {len(docs)} lines but {sums_path} has {len(sums)}; expected one summary per document")
     return [Example(_clean(d), _clean(s), tgt) for d, s in zip(docs, sums, strict=True)]
 
 
@@ -181,5 +182,5 @@ def load_task(task: str, subtask: str, data_dir: str | Path) -> tuple[list[Examp
     train = [ex for spec in train_specs for ex in read_source(data_dir, spec, "train")]
     valid = [ex for spec in valid_specs for ex in read_source(data_dir, spec, "valid")]
     if not train or not valid:
-        raise ValueError(f"task {task}/{subtask} in {data_dir}: {len(train)} training and {len(valid)} validation examples; need at least one of each")
+        raise DataError(f"task {task}/{subtask} in {data_dir}: {len(train)} training and {len(valid)} validation examples; need at least one of each")
     return train, valid

@@ -48,6 +48,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable (mt5.*, tasks.*)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.errors import UsageError, run_cli  # noqa: E402
 from common.progress import report_progress  # noqa: E402
 from mt5.data import Example, load_task, task_sources  # noqa: E402
 from tasks.rouge import rouge_scores, rouge_scores_from_tokens  # noqa: E402
@@ -162,8 +163,8 @@ def validate(cfg: FinetuneConfig) -> None:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise ImportError("--wandb was given but the wandb package is not installed: `pip install wandb`, "
-                              "or drop --wandb to log to TensorBoard") from None
+            raise UsageError("--wandb was given but the wandb package is not installed: `pip install wandb`, "
+                             "or drop --wandb to log to TensorBoard") from None
 
 
 @dataclass
@@ -450,8 +451,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"finetune_mt5.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main, "finetune_mt5.py")

@@ -44,6 +44,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from common.errors import DataError
 from tasks.base import read_utf8
 from tasks.seq2seq import GenerationOptions, GenerationTask
 from training.logging import LOGGER_NAME
@@ -97,15 +98,15 @@ def read_alternating(path: Path, split: str, lang: str, tgt_lang: str) -> list[S
     if lines and lines[-1] == "":
         lines.pop()  # the final newline ends the last line; it does not start another
     if len(lines) % 2:
-        raise ValueError(f"{path}: {len(lines)} lines, an odd number; expected source/summary line pairs "
-                         f"(line {len(lines)} is a source without a summary)")
+        raise DataError(f"{path}: {len(lines)} lines, an odd number; expected source/summary line pairs "
+                        f"(line {len(lines)} is a source without a summary)")
     out = []
     for i in range(0, len(lines), 2):
         source, summary = clean_text(lines[i]), clean_text(lines[i + 1])
         if not source:
-            raise ValueError(f"{path}:{i + 1}: empty source; expected the document text (even lines are sources)")
+            raise DataError(f"{path}:{i + 1}: empty source; expected the document text (even lines are sources)")
         if not summary:
-            raise ValueError(f"{path}:{i + 2}: empty summary; expected the summary of the source on line {i + 1}")
+            raise DataError(f"{path}:{i + 2}: empty summary; expected the summary of the source on line {i + 1}")
         out.append(SummaryExample(f"{split}-{lang}-{i // 2}", lang, source, summary, tgt_lang, f"{path}:{i + 1}"))
     return out
 
@@ -129,13 +130,13 @@ def read_ncls_raw(path: Path, split: str, lang: str, tgt_lang: str) -> list[Summ
             return
         where = f"{path}:{record['start']}"
         if record.get("article") is None:
-            raise ValueError(f"{where}: record without an <Article> line (the record closing on line {lineno}); "
-                             "expected <Article> followed by the article text (the Zh2EnSum test file ships "
-                             "without sources: join them from LCSTS first)")
+            raise DataError(f"{where}: record without an <Article> line (the record closing on line {lineno}); "
+                            "expected <Article> followed by the article text (the Zh2EnSum test file ships "
+                            "without sources: join them from LCSTS first)")
         sents = record["corrected"] or record["refs"]
         summary = clean_text(joiner.join(sents))
         if not summary:
-            raise ValueError(f"{where}: record without a <{want}...> summary sentence; expected at least one")
+            raise DataError(f"{where}: record without a <{want}...> summary sentence; expected at least one")
         out.append(SummaryExample(f"{split}-{lang}-{len(out)}", lang, record["article"], summary, tgt_lang, where))
         record.clear()
 
@@ -147,8 +148,8 @@ def read_ncls_raw(path: Path, split: str, lang: str, tgt_lang: str) -> list[Summ
         i += 1
         if m is None:
             if line:
-                raise ValueError(f"{path}:{lineno}: text outside a tag; expected <Article>, <EN-REF...>, "
-                                 f"<ZH-REF...> or </doc> lines (the text goes on the line after its tag)")
+                raise DataError(f"{path}:{lineno}: text outside a tag; expected <Article>, <EN-REF...>, "
+                                f"<ZH-REF...> or </doc> lines (the text goes on the line after its tag)")
             continue
         closing, name, rest = m.group(1), m.group(2).upper(), m.group(3)
         if closing:
@@ -164,13 +165,13 @@ def read_ncls_raw(path: Path, split: str, lang: str, tgt_lang: str) -> list[Summ
             text = rest
             if not text:  # the text sits on the next line
                 if i >= len(lines) or not lines[i].strip():
-                    raise ValueError(f"{path}:{lineno}: <{m.group(2)}> is not followed by a text line")
+                    raise DataError(f"{path}:{lineno}: <{m.group(2)}> is not followed by a text line")
                 text = lines[i].strip()
                 i += 1
             if name == "ARTICLE":
                 record["article"] = clean_text(text)
                 if not record["article"]:
-                    raise ValueError(f"{path}:{lineno}: empty article")
+                    raise DataError(f"{path}:{lineno}: empty article")
             elif name.startswith(want):
                 record["corrected" if name.endswith("HUMAN-CORRECTED") else "refs"].append(text)
         # other tags (titles, ids) carry nothing we use
@@ -188,16 +189,16 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> list[tuple[int, dict
         reader = csv.DictReader(f)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; header is {reader.fieldnames}")
         rows = []
         for row in reader:
             lineno = reader.line_num
             if any(row.get(c) is None for c in columns):
-                raise ValueError(f"{path}:{lineno}: row has fewer fields than the header")
+                raise DataError(f"{path}:{lineno}: row has fewer fields than the header")
             if None in row:  # csv.DictReader puts the fields beyond the header's under the key None
-                raise ValueError(f"{path}:{lineno}: {len(reader.fieldnames) + len(row[None])} fields, more than "
-                                 f"the {len(reader.fieldnames)} columns of the header {reader.fieldnames} "
-                                 "(an unquoted comma in a text?)")
+                raise DataError(f"{path}:{lineno}: {len(reader.fieldnames) + len(row[None])} fields, more than "
+                                f"the {len(reader.fieldnames)} columns of the header {reader.fieldnames} "
+                                "(an unquoted comma in a text?)")
             rows.append((lineno, row))
     return rows
 
@@ -212,7 +213,7 @@ def scisummnet_xml_text(path: Path) -> tuple[str, bool]:
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as e:
-        raise ValueError(f"{path}: not well-formed XML ({e}); expected a ScisummNet Documents_xml file") from None
+        raise DataError(f"{path}: not well-formed XML ({e}); expected a ScisummNet Documents_xml file") from None
     sections = list(root.iter("SECTION"))
     nodes = [s for sec in sections for s in sec.iter("S")] if sections else list(root.iter("S"))
     sents = [" ".join("".join(s.itertext()).split()) for s in nodes]
@@ -227,9 +228,9 @@ def parse_record(line: str, where: str) -> dict:
         try:
             rec = ast.literal_eval(line)
         except (ValueError, SyntaxError):
-            raise ValueError(f"{where}: not a JSON object or Python dict; expected {{\"pid\": ..., \"zh_sum\": ...}}") from None
+            raise DataError(f"{where}: not a JSON object or Python dict; expected {{\"pid\": ..., \"zh_sum\": ...}}") from None
     if not isinstance(rec, dict) or "pid" not in rec or "zh_sum" not in rec:
-        raise ValueError(f"{where}: expected a record with keys 'pid' and 'zh_sum', got {str(rec)[:80]!r}")
+        raise DataError(f"{where}: expected a record with keys 'pid' and 'zh_sum', got {str(rec)[:80]!r}")
     return rec
 
 
@@ -255,7 +256,7 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
         rec = parse_record(line, where)
         pid, summary = str(rec["pid"]), clean_text(str(rec["zh_sum"]))
         if not summary:
-            raise ValueError(f"{where}: empty zh_sum of paper {pid}")
+            raise DataError(f"{where}: empty zh_sum of paper {pid}")
         xml = xml_dir / pid / "Documents_xml" / f"{pid}.xml"
         if xml.is_file():
             source, fell_back = scisummnet_xml_text(xml)
@@ -270,7 +271,7 @@ def read_scisummnet_zh(records: Path, data_dir: Path, split: str, lang: str, kee
                                         f"with pid {pid} in {csv_path}")
             source = clean_text(csv_text[pid])
         if not source:
-            raise ValueError(f"{where}: the English source of paper {pid} is empty")
+            raise DataError(f"{where}: the English source of paper {pid} is empty")
         out.append(SummaryExample(f"{split}-{lang}-{len(out)}", lang, source, summary, "zh", where))
     if whole_document:
         logging.getLogger(LOGGER_NAME).info(

@@ -414,6 +414,98 @@ def test_seq_length_error_from_the_cli(store, tmp_path, capsys):
     assert code == EXIT_USAGE and "--seq-length 512 exceeds the model's 256 positions" in line
 
 
+_RAISE = ("import sys; from common.errors import DataError, UsageError, run_cli\n"
+          "def main():\n    raise {cls}('{msg}')\n"
+          "run_cli(main, 'x.py')\n")
+
+
+@pytest.mark.parametrize("env, cls, code, expected", [
+    ({}, "UsageError", 2, ["x.py: error: bad flag"]),  # one process: unchanged
+    ({"RANK": "0", "WORLD_SIZE": "8"}, "UsageError", 2, ["x.py: error: bad flag"]),
+    ({"RANK": "3", "WORLD_SIZE": "8"}, "UsageError", 2, []),  # every rank sees it: rank 0 says it once
+    ({"RANK": "3", "WORLD_SIZE": "8"}, "DataError", 1, ["[rank 3] x.py: error: bad flag"]),  # maybe its own
+    ({"RANK": "3", "WORLD_SIZE": "8"}, "FileNotFoundError", 2, ["[rank 3] x.py: error: bad flag"]),  # one node's
+])
+def test_errors_of_a_multi_process_run(env, cls, code, expected):
+    """Under torchrun / the deepspeed launcher (RANK, WORLD_SIZE in the env) a UsageError prints on global
+    rank 0 only; any other handled error prints on the rank that hit it, with [rank N]."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MGLM_DEBUG")}
+    p = subprocess.run([PY, "-c", _RAISE.format(cls=cls, msg="bad flag")], cwd=REPO, capture_output=True,
+                       text=True, timeout=60, env={**clean, "PYTHONPATH": str(REPO), **env})
+    assert p.returncode == code and p.stderr.splitlines() == expected, p.stderr
+
+
+def test_errors_of_a_real_two_process_gloo_run(tmp_path):
+    """Two gloo processes (torch.distributed initialised, no launcher env): the shared UsageError is one
+    line from rank 0; a DataError of rank 1 alone is its line with [rank 1]."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_two_rank_worker, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    usage = [(tmp_path / f"usage{r}.txt").read_text() for r in range(2)]
+    data = [(tmp_path / f"data{r}.txt").read_text() for r in range(2)]
+    assert usage == ["2|x.py: error: bad flag\n", "2|"]
+    assert data == ["0|", "1|[rank 1] x.py: error: only mine\n"]
+
+
+def _two_rank_worker(rank: int, world: int, out: str) -> None:
+    import contextlib
+    import io
+
+    import torch.distributed as dist
+
+    os.environ.pop("RANK", None), os.environ.pop("WORLD_SIZE", None)
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
+
+    def attempt(name: str, main) -> None:
+        err, code = io.StringIO(), 0
+        with contextlib.redirect_stderr(err):
+            try:
+                run_cli(main, "x.py")
+            except SystemExit as e:
+                code = e.code
+        Path(out, f"{name}{rank}.txt").write_text(f"{code}|{err.getvalue()}")
+
+    def usage():
+        raise UsageError("bad flag")
+
+    def data():
+        if rank == 1:
+            raise DataError("only mine")
+
+    attempt("usage", usage)
+    attempt("data", data)
+    dist.destroy_process_group()
+
+
+def test_every_command_line_goes_through_run_cli():
+    """Each script a user runs (entry scripts, tools/, the mT5 baseline) hands its main to
+    common.errors.run_cli in its ``__main__`` block, so bad input gets the same line and exit codes."""
+    scripts = [*REPO.glob("*.py"), *(REPO / "tools").glob("*.py"), REPO / "mt5" / "finetune_mt5.py"]
+    mains = [p for p in scripts if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")]
+    assert len(mains) >= 11
+    bad = [p.name for p in mains
+           if "run_cli(" not in p.read_text(encoding="utf-8").split('if __name__ == "__main__":', 1)[1]]
+    assert not bad, bad
+
+
+def test_plot_and_export_speak_run_cli(tmp_path, capsys):
+    """tools/plot.py and tools/export_hf.py: a broken metrics.jsonl is a data error (1), an output folder
+    that is not empty a usage error (2); each one line naming the file (they printed "error: ..." and exit 2
+    for both)."""
+    from tools import export_hf, plot
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "metrics.jsonl").write_text('{"group": "train", "step": 1, "loss": 2.0}\n{"group": \n')
+    code, line = cli(plot.main, "plot.py", [str(run)], capsys)
+    assert code == EXIT_DATA and f"{run / 'logs' / 'metrics.jsonl'}:2: not a JSON line" in line
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    code, line = cli(export_hf.main, "export_hf.py", [str(run), str(out)], capsys)
+    assert code == EXIT_USAGE and f"{out} exists and is not empty; pass --overwrite" in line
+
+
 def test_generation_input_file_that_is_not_utf8(tmp_path):
     from generate_samples import read_prompts
 

@@ -99,8 +99,10 @@ def test_mlqa_zh(tmp_path):
     assert "expects v-1.1, but got dataset with v-1.0" in r.stderr  # warning, like the official script
 
 
-def _assert_usage_error(r: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+def _assert_error(r: subprocess.CompletedProcess, code: int, *fragments: str) -> None:
+    """One stderr line ``evaluate.py: error: ...`` holding ``fragments``, exit ``code`` (common.errors: 2 for a
+    usage error, 1 for a data error), nothing on stdout."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("evaluate.py: error: ")
@@ -111,45 +113,57 @@ def _assert_usage_error(r: subprocess.CompletedProcess, *fragments: str) -> None
 
 def test_error_unknown_language(squad_files):
     ds, pred = squad_files
-    _assert_usage_error(run_cli("mlqa", ds, pred, "fr"), "'fr'", "ar, de, en, es, hi, vi, zh")
+    _assert_error(run_cli("mlqa", ds, pred, "fr"), 2, "'fr'", "ar, de, en, es, hi, vi, zh")
 
 
 def test_error_missing_file(squad_files, tmp_path):
     ds, pred = squad_files
     missing = tmp_path / "nope.json"
-    _assert_usage_error(run_cli("squad", missing, pred), "dataset file not found", str(missing))
-    _assert_usage_error(run_cli("squad", ds, missing), "predictions file not found", str(missing))
+    _assert_error(run_cli("squad", missing, pred), 2, "dataset file not found", str(missing))
+    _assert_error(run_cli("squad", ds, missing), 2, "predictions file not found", str(missing))
 
 
 def test_error_dataset_not_json(squad_files, tmp_path):
     _, pred = squad_files
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [\n  oops', encoding="utf-8")
-    _assert_usage_error(run_cli("squad", bad, pred), str(bad), "not valid JSON: line 2 column 3")
+    _assert_error(run_cli("squad", bad, pred), 1, str(bad), "not valid JSON: line 2 column 3")
 
 
 def test_error_dataset_not_squad_format(squad_files, tmp_path):
     _, pred = squad_files
     bad = write_json(tmp_path / "bad.json", {"data": [{"paragraphs": [{"qas": [{"id": "q1", "answers": "Paris"}]}]}]})
-    _assert_usage_error(
+    _assert_error(
         run_cli("squad", bad, pred),
+        1,
         "not a SQuAD-format dataset",
         "data[0].paragraphs[0].qas[0].answers",
         "expected a non-empty array",
         "got string",
     )
     nodata = write_json(tmp_path / "nodata.json", [1, 2])
-    _assert_usage_error(run_cli("mlqa", nodata, pred, "en"), "expected a top-level JSON object", "got array")
+    _assert_error(run_cli("mlqa", nodata, pred, "en"), 1, "expected a top-level JSON object", "got array")
     bad_article = write_json(tmp_path / "art.json", {"version": "1.0", "data": [7]})
-    _assert_usage_error(run_cli("mlqa", bad_article, pred, "en"), "data[0].paragraphs", "got number")
+    _assert_error(run_cli("mlqa", bad_article, pred, "en"), 1, "data[0].paragraphs", "got number")
 
 
 def test_error_predictions_not_object(squad_files, tmp_path):
     ds, _ = squad_files
     as_list = write_json(tmp_path / "l.json", ["Paris"])
-    _assert_usage_error(run_cli("squad", ds, as_list), "expected a JSON object mapping question id", "got array")
+    _assert_error(run_cli("squad", ds, as_list), 1, "expected a JSON object mapping question id", "got array")
     non_str = write_json(tmp_path / "n.json", {"q1": 3})
-    _assert_usage_error(run_cli("squad", ds, non_str), "'q1'", "expected a string")
+    _assert_error(run_cli("squad", ds, non_str), 1, "'q1'", "expected a string")
+
+
+def test_data_errors_exit_1_usage_errors_exit_2(squad_files, tmp_path):
+    """A file whose bytes are not UTF-8 is a data error (exit 1), an --out in a missing folder a usage
+    error (exit 2): the same codes as every other entry script (common.errors.run_cli)."""
+    ds, pred = squad_files
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"q1": "caf\u00e9"}'.encode("latin-1"))
+    _assert_error(run_cli("squad", ds, latin1), 1, str(latin1), "is not UTF-8 text: byte 11")
+    out = tmp_path / "no" / "such" / "dir.json"
+    _assert_error(run_cli("squad", ds, pred, "--out", out), 2, f"cannot write output file {out}")
 
 
 def test_error_bad_usage_exit_2(squad_files):
@@ -167,7 +181,7 @@ def test_mglm_mode(tmp_path):
     try:
         import unidecode  # noqa: F401
     except ImportError:
-        _assert_usage_error(r, "unidecode")
+        _assert_error(r, 2, "unidecode")
         return
     assert r.returncode == 0, r.stderr
     # pooled over 3 answered questions: en/a 1, en/b 1, de/a 0 -> 100 * 2/3
@@ -177,7 +191,7 @@ def test_mglm_mode(tmp_path):
 
 def test_mglm_mode_needs_pairs(tmp_path):
     en = write_json(tmp_path / "en.json", dataset("1.1", ("a", ["one"])))
-    _assert_usage_error(run_cli("mglm", en), "DATASET PRED pairs")
+    _assert_error(run_cli("mglm", en), 2, "DATASET PRED pairs")
 
 
 def test_xquad_gold_via_cli(tmp_path):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import SAMPLE_TOKENIZER
+from conftest import REPO, SAMPLE_TOKENIZER
 
+from common.errors import DataError, UsageError
 from data_utils.tokenizer import GLMTokenizer
 from model import GLMConfig, GLMModel
 from model.generation import GenerationConfig, generate
@@ -129,12 +132,50 @@ def test_hub_key_problems_are_listed(tmp_path) -> None:
     assert "wrong shape for 'transformer.layers.0.attention.dense.weight': got (3, 3)" in msg
 
 
-def test_pickled_objects_are_refused(tmp_path) -> None:
-    """pytorch_model.bin is read with weights_only=True: a pickle that would run code is an error."""
+def test_pickled_objects_are_refused_unless_vouched_for(tmp_path) -> None:
+    """pytorch_model.bin goes through common.safe_load like every checkpoint: an object the weights-only
+    unpickler does not allow is a DataError naming the file and --trust-checkpoint; with the flag
+    (``trust``) it is unpickled, and what comes out is still checked to be a state dict."""
     folder = _hub_folder(tmp_path / "hub", _trained_like())
-    torch.save({"glm.word_embeddings.weight": torch.zeros(2), "evil": GLMConfig()}, folder / "pytorch_model.bin")
-    with pytest.raises(ValueError, match=r"pytorch_model.bin: not loadable as plain tensors"):
+    bin_file = folder / "pytorch_model.bin"
+    torch.save({"glm.word_embeddings.weight": torch.zeros(2), "evil": GLMConfig()}, bin_file)
+    model = GLMModel(GLMConfig(**TINY))
+    with pytest.raises(DataError, match=r"pytorch_model.bin: refused: .*model.config.GLMConfig.*--trust-checkpoint"):
+        ckpt.load_pretrained(model, folder, ParallelState.single())
+    with pytest.raises(DataError, match=r"pytorch_model.bin: expected a dict of tensors"):
+        ckpt.load_pretrained(model, folder, ParallelState.single(), trust=True)
+
+
+def test_hub_folder_with_a_code_payload_is_exit_1_naming_the_file(tmp_path) -> None:
+    """The attacker's pytorch_model.bin (a __reduce__ that calls exec) never runs: generate_samples.py exits
+    with 1 (a data error, as for our own checkpoints) and one stderr line naming the file and the flag."""
+    from tests.test_trust import write_evil
+
+    folder = _hub_folder(tmp_path / "hub", _trained_like())
+    marker = tmp_path / "MARKER"
+    write_evil(folder / "pytorch_model.bin", marker)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Paris is the [MASK] of France.\n")
+    p = subprocess.run([sys.executable, "generate_samples.py", "--load-pretrained", str(folder), "--input-file",
+                        str(prompts), "--output-file", str(tmp_path / "out.jsonl"), "--device", "cpu"],
+                       cwd=REPO, capture_output=True, text=True, timeout=180)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert lines[0].startswith("generate_samples.py: error: ")
+    assert str(folder / "pytorch_model.bin") in lines[0] and "--trust-checkpoint" in lines[0]
+    assert not marker.exists()
+
+
+def test_damaged_hub_files_are_data_errors(tmp_path) -> None:
+    """A truncated pytorch_model.bin and a broken config.json are DataErrors (exit 1) naming the file."""
+    folder = _hub_folder(tmp_path / "hub", _trained_like())
+    bin_file = folder / "pytorch_model.bin"
+    bin_file.write_bytes(bin_file.read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"pytorch_model.bin: not a readable torch checkpoint"):
         ckpt.load_pretrained(GLMModel(GLMConfig(**TINY)), folder, ParallelState.single())
+    (folder / "config.json").write_text("{\"num_layers\": 2,")
+    with pytest.raises(DataError, match=r"config.json:1: broken hub config"):
+        ckpt.pretrained_meta(folder)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -221,7 +262,7 @@ def test_export_writes_the_hub_layout_and_loads_back_exactly(tmp_path) -> None:
         assert torch.equal(back.state_dict()[k], v), k
     from tools.export_hf import main
 
-    with pytest.raises(SystemExit):  # an existing folder is not overwritten silently
+    with pytest.raises(UsageError, match="exists and is not empty"):  # not overwritten silently
         main([str(tmp_path / "ckpt"), str(out)])
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UsageError
 from mt5.data import PROMPTS, Example, load_task, parse_source, read_source, take
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +148,7 @@ def test_wandb_requested_but_missing(monkeypatch):
     from mt5.finetune_mt5 import main
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
-    with pytest.raises(ImportError, match="wandb package is not installed: `pip install wandb`"):
+    with pytest.raises(UsageError, match="wandb package is not installed: `pip install wandb`"):
         main(["scisummnet", "simple", "--wandb", "--data-dir", str(FIXTURES)])
     with pytest.raises(ValueError, match="--wandb-offline needs --wandb"):
         main(["scisummnet", "simple", "--wandb-offline"])
@@ -173,6 +174,21 @@ def test_cli_prints_one_line_error():
     assert r.stderr.strip().splitlines() == [
         "finetune_mt5.py: error: unknown subtask 'nope' of task 'ncls'; valid subtasks: multitask, sum2zh, sum2en, sci_eval"
     ]
+
+
+def test_cli_data_error_is_exit_1_usage_error_exit_2(tmp_path):
+    """common.errors.run_cli, as every entry script: a data file whose content is bad (a CSV without the
+    summary column) is exit 1, a data folder without the file exit 2; one line each."""
+    cmd = [PY, "mt5/finetune_mt5.py", "scisummnet", "simple", "--data-dir", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    csv_file = tmp_path / "scisummnet" / "scisummnet.csv"
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"finetune_mt5.py: error: data file not found: {csv_file} (check --data-dir)"]
+    csv_file.parent.mkdir()
+    csv_file.write_text("text,en_sum\na,b\n", encoding="utf-8")
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"finetune_mt5.py: error: {csv_file}: missing column(s) zh_sum; header is ['text', 'en_sum']"]
 
 
 # ---------------------------------------------------------------- tiny model

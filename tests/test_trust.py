@@ -21,9 +21,9 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_CORPUS, SAMPLE_TOKENIZER
 
+from common import safe_load
+from common.safe_load import UnreadableCheckpointError, UnsafeCheckpointError
 from training import checkpoint as ckpt
-from training import safe_load
-from training.safe_load import UnreadableCheckpointError, UnsafeCheckpointError
 
 PY = sys.executable
 
@@ -395,6 +395,51 @@ def test_incomplete_newest_checkpoint_falls_back(run6, tmp_path, caplog):
         flip_bytes(save / t / "mp_rank_00_model_states.pt")
     with pytest.raises(ckpt.DamagedCheckpointError, match="no older checkpoint is intact"):
         ckpt.resolve_intact(save)
+
+
+def test_resolve_intact_reads_each_meta_json_once(run6, tmp_path, monkeypatch):
+    """A fallback over three checkpoints parses every meta.json it needs exactly once (it used to read the
+    newest one's and each older one's up to 3 times: verification, step, result)."""
+    save = copy_run(run6[0], tmp_path / "run")
+    flip_bytes(save / "global_step6" / "mp_rank_00_model_states.pt")
+    flip_bytes(save / "global_step4" / "mp_rank_00_model_states.pt")
+    reads: list[str] = []
+    real = ckpt.read_meta
+    monkeypatch.setattr(ckpt, "read_meta", lambda d, t: reads.append(t) or real(d, t))
+    assert ckpt.resolve_intact(save)[1] == "global_step2"
+    assert sorted(reads) == ["global_step2", "global_step4", "global_step6"]
+
+
+def _generate(save, tmp_path) -> list[str]:
+    """The command line of generate_samples.py --load SAVE on one prompt."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Paris is the [MASK] of France.\n")
+    return [PY, "generate_samples.py", "--load", str(save), "--input-file", str(prompts), "--output-file",
+            str(tmp_path / "out.jsonl"), "--out-seq-length", "2", "--device", "cpu"]
+
+
+def test_generate_load_falls_back_like_training(run6, tmp_path):
+    """generate_samples.py --load picks its checkpoint as training's --load does: a save dir whose newest
+    weights are damaged falls back to the newest intact checkpoint with a warning naming both; a file
+    generation does not read (an RNG file) does not count; a damaged tag dir named directly is one line,
+    exit 1, that says --load (not --load-pretrained)."""
+    save = copy_run(run6[0], tmp_path / "run")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    (save / "global_step6" / "rng_rank_00000.pt").unlink()
+    p = subprocess.run(_generate(save, tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0 and "damaged or incomplete" not in p.stderr, p.stderr[-2000:]
+    flip_bytes(save / "global_step6" / "mp_rank_00_model_states.pt")
+    p = subprocess.run(_generate(save, tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    warning = [ln for ln in p.stderr.splitlines() if "damaged or incomplete" in ln]
+    assert p.returncode == 0 and len(warning) == 1, p.stderr[-2000:]
+    assert str(save / "global_step6") in warning[0] and f"resuming from {save / 'global_step4'}" in warning[0]
+    assert json.loads((tmp_path / "out.jsonl").read_text())["prompt"] == "Paris is the [MASK] of France."
+    p = subprocess.run(_generate(save / "global_step6", tmp_path), cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=180)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert lines[0].startswith(f"generate_samples.py: error: --load {save / 'global_step6'}: ")
+    assert "mp_rank_00_model_states.pt is damaged" in lines[0]
 
 
 def test_missing_rng_file_is_an_error(store, run6, tmp_path):

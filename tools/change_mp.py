@@ -24,9 +24,9 @@ import torch
 if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import safe_load
 from model.checkpoint_compat import glm_partition_rules, merge_state_dicts, shard_state_dict
 from training import checkpoint as ckpt
-from training import safe_load
 
 _DROPPED = ("optimizer",)
 

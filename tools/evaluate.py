@@ -5,10 +5,13 @@
     python tools/evaluate.py mglm DATASET PRED [DATASET PRED ...]   # mGLM's pooled unidecode metric
 
 The last stdout line is ``json.dumps({"exact_match": ..., "f1": ...})`` on the 0-100 scale (``mglm`` adds
-``"questions"``). PRED is a JSON object ``{question_id: answer}``. User errors (missing/unreadable file,
-malformed dataset or predictions, unknown language) print one line on stderr and exit with code 2.
+``"questions"``). PRED is a JSON object ``{question_id: answer}``. Bad input is one line on stderr
+(``common.errors.run_cli``): exit 2 for a usage error (a missing file, an unknown language, an odd number of
+``mglm`` paths), 1 for a data error (a file that is not UTF-8, not JSON, not a SQuAD-format dataset or not a
+predictions object; an output file that cannot be written).
 Questions without a prediction score 0 (``squad``/``mlqa``) and are reported on stderr.
-Imports only the standard library and ``tasks.metrics`` so that it starts in tens of milliseconds.
+Imports only the standard library, ``common.errors`` and ``tasks.metrics`` so that it starts in tens of
+milliseconds.
 """
 
 from __future__ import annotations
@@ -22,44 +25,39 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import metrics  # noqa: E402  (after the sys.path fix above)
-
-EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A problem with the inputs; reported as one line, exit code 2."""
+from common.errors import DataError, UsageError, run_cli  # noqa: E402  (after the sys.path fix above)
+from tasks import metrics  # noqa: E402
 
 
 def _load_json(path: str, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
-    except FileNotFoundError as exc:
-        raise UserError(f"{what} file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise UserError(f"{what} file is a directory: {path}") from exc
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{what} file is a directory: {path}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+        raise DataError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
-        raise UserError(f"{what} file {path} is not UTF-8 text: byte {exc.start}: {exc.reason}") from exc
+        raise DataError(f"{what} file {path} is not UTF-8 text: byte {exc.start}: {exc.reason}") from None
     except json.JSONDecodeError as exc:
-        raise UserError(
+        raise DataError(
             f"{what} file {path} is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+        ) from None
 
 
 def _load_dataset(path: str, expected_version: str | None) -> Any:
     dataset = _load_json(path, "dataset")
     if not isinstance(dataset, dict):
-        raise UserError(
+        raise DataError(
             f"{path}: not a SQuAD-format dataset: expected a top-level JSON object "
             f'{{"version": ..., "data": [...]}}, got {metrics.json_type_name(dataset)}'
         )
     try:
         metrics.read_squad_questions(dataset, source=path)
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        raise DataError(str(exc)) from None
     version = dataset.get("version")
     if expected_version is not None and str(version) != expected_version:
         # The official scripts warn and carry on.
@@ -72,7 +70,7 @@ def _load_predictions(path: str) -> Any:
     try:
         return metrics.validate_predictions(preds, source=path)
     except ValueError as exc:
-        raise UserError(str(exc)) from exc
+        raise DataError(str(exc)) from None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -102,7 +100,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         return metrics.squad_evaluate(dataset, preds, source=args.dataset_file)
     if args.mode == "mlqa":
         if args.answer_language not in metrics.MLQA_LANGUAGES:
-            raise UserError(
+            raise UsageError(
                 f"unknown language code {args.answer_language!r}; "
                 f"valid: {', '.join(metrics.MLQA_LANGUAGES)}"
             )
@@ -111,7 +109,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         return metrics.mlqa_evaluate(dataset, preds, args.answer_language, source=args.dataset_file)
     # mglm
     if len(args.files) % 2:
-        raise UserError(f"mglm expects DATASET PRED pairs; got {len(args.files)} paths")
+        raise UsageError(f"mglm expects DATASET PRED pairs; got {len(args.files)} paths")
     datasets: dict[str, Any] = {}
     predictions: dict[str, Any] = {}
     for dataset_file, pred_file in zip(args.files[::2], args.files[1::2], strict=True):
@@ -119,28 +117,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         predictions[dataset_file] = _load_predictions(pred_file)
     try:
         return metrics.mglm_evaluate(datasets, predictions)
-    except ImportError as exc:
-        raise UserError(str(exc)) from exc
+    except ImportError as exc:  # the optional unidecode package: the mode the user chose needs it
+        raise UsageError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, score, print the JSON result as the last stdout line; return it."""
     args = _build_parser().parse_args(argv)
-    try:
-        result = _run(args)
-        text = json.dumps(result)
-        if args.out:
-            try:
-                with open(args.out, "w", encoding="utf-8") as f:
-                    f.write(text + "\n")
-            except OSError as exc:
-                raise UserError(f"cannot write output file {args.out}: {exc.strerror or exc}") from exc
-    except (UserError, ValueError) as exc:
-        print(f"evaluate.py: error: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
+    result = _run(args)
+    text = json.dumps(result)
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:  # the path typed is wrong
+            raise UsageError(f"cannot write output file {args.out}: {exc.strerror or exc}") from None
+        except OSError as exc:  # permission, disk full
+            raise DataError(f"cannot write output file {args.out}: {exc.strerror or exc}") from None
     print(text)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "evaluate.py")

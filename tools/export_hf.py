@@ -30,6 +30,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.errors import UsageError, run_cli  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "model" / "hf_export"
 TOKENIZER_FILE = "tokenizer.model"
@@ -100,14 +102,14 @@ def export(checkpoint: str, out: str, model_config: str | None = None, tokenizer
 
     out_dir = Path(out)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ValueError(f"{out_dir} exists and is not empty; pass --overwrite to replace its files")
+        raise UsageError(f"{out_dir} exists and is not empty; pass --overwrite to replace its files")
     meta = ckpt.pretrained_meta(checkpoint) or {}
     if model_config:
         config = GLMConfig.from_json_file(model_config)
     elif "model_config" in meta:
         config = GLMConfig.from_dict(dict(meta["model_config"]), source=f"{checkpoint} meta.json")
     else:
-        raise ValueError(f"{checkpoint} has no meta.json with the model config; pass --model-config JSON")
+        raise UsageError(f"{checkpoint} has no meta.json with the model config; pass --model-config JSON")
     tokenizer = checkpoint_tokenizer(tokenizer_model, meta, f"{checkpoint} meta.json")  # [dBLOCK] as recorded
     tok_path = Path(tokenizer.model_path)
     if config.vocab_size < len(tokenizer):
@@ -141,15 +143,11 @@ def export(checkpoint: str, out: str, model_config: str | None = None, tokenizer
 
 def main(argv: list[str] | None = None) -> dict:
     a = build_parser().parse_args(argv)
-    try:
-        out = export(a.checkpoint, a.out, a.model_config, a.tokenizer_model, a.overwrite)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    out = export(a.checkpoint, a.out, a.model_config, a.tokenizer_model, a.overwrite)
     print(f"wrote {out} (load with AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True) or "
           f"--load-pretrained {out})")
     return {"out": str(out)}
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "export_hf.py")

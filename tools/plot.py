@@ -27,7 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as ``python tools/X.py`` from any directory: the root is not on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data_utils.blank_infilling import MODES
+from common.errors import DataError, UsageError, read_json_object, run_cli  # noqa: E402
+from data_utils.blank_infilling import MODES  # noqa: E402
 
 OBJECTIVES = ("loss", *(f"loss_{m}" for m in MODES))
 SKIP_VALID = {"best_accuracy"}
@@ -42,9 +43,9 @@ def read_metrics(path: Path) -> dict[str, list[dict]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not a JSON line ({e.msg})") from None
+            raise DataError(f"{path}:{n}: not a JSON line ({e.msg})") from None
         if not isinstance(row, dict) or "step" not in row or "group" not in row:
-            raise ValueError(f"{path}:{n}: expected an object with 'group' and 'step'")
+            raise DataError(f"{path}:{n}: expected an object with 'group' and 'step'")
         groups.setdefault(row["group"], []).append(row)
     return groups
 
@@ -58,7 +59,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ValueError("matplotlib is not installed; pip install -r requirements-dev.txt (or matplotlib)") from None
+        raise UsageError("matplotlib is not installed; pip install -r requirements-dev.txt (or matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -140,7 +141,7 @@ def plot_scores(plt, results: dict, out: Path, title: str) -> Path:
     splits = [s for s in ("dev", "test") if isinstance(results.get(s), dict) and results[s]]
     langs = sorted({lang for s in splits for lang in results[s] if lang not in ("avg", "pooled")})
     if not metric or not langs:
-        raise ValueError("results.json holds no per-language scores ('metric', 'dev' / 'test')")
+        raise DataError("results.json holds no per-language scores ('metric', 'dev' / 'test')")
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(langs) + 2.5), 4.5))
     width = 0.8 / len(splits)
     colors = {"dev": "tab:blue", "test": "tab:orange"}
@@ -171,7 +172,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         raise FileNotFoundError(f"{run}: no such run directory")
     metrics = next((p for p in (run / "logs" / "metrics.jsonl", run / "metrics.jsonl") if p.is_file()), None)
     results_path = run / "results.json"
-    results = json.loads(results_path.read_text(encoding="utf-8")) if results_path.is_file() else None
+    results = read_json_object(results_path, "results.json") if results_path.is_file() else None
     finetune = isinstance(results, dict) and "metric" in results and isinstance(results.get("dev"), dict)
     if metrics is None and not finetune:
         raise FileNotFoundError(f"{run}: neither logs/metrics.jsonl nor a finetuning results.json to plot")
@@ -195,15 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("run_dir", help="the run's --save (or --log-dir) directory")
     p.add_argument("--out", help="output folder (default RUN_DIR/plots)")
     a = p.parse_args(argv)
-    try:
-        written = plot_run(a.run_dir, a.out)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    written = plot_run(a.run_dir, a.out)
     for path in written:
         print(f"wrote {path}")
     return {"plots": [str(w) for w in written]}
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, "plot.py")

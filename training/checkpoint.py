@@ -14,7 +14,7 @@ another architecture.
 
 Integrity: ``meta.json`` records every file's size and sha256 (``files``); ``--load`` verifies them before
 reading a tensor and falls back from a damaged or incomplete newest checkpoint to the newest intact one
-(``resolve_intact``). Every file is read through ``training.safe_load`` (weights-only unpickling). One run
+(``resolve_intact``). Every file is read through ``common.safe_load`` (weights-only unpickling). One run
 writes a save directory at a time (``lock_save_dir``).
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import hashlib
 import json
 import logging
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common import safe_load
 from common.errors import DataError, UsageError
-from training import safe_load
 
 META = "meta.json"
 LATEST = "latest"
@@ -294,68 +295,83 @@ def read_meta(load_dir: Path, tag: str) -> dict[str, Any]:
     return meta
 
 
-def resolve_intact(load: str | os.PathLike) -> tuple[Path, str, dict[str, Any]]:
+def resolve_intact(load: str | os.PathLike, *, weights_only: bool = False) -> tuple[Path, str, dict[str, Any]]:
     """``--load``: (save dir, tag, meta) of a checkpoint whose files match its ``meta.json``.
 
     A save directory whose newest checkpoint (``latest``) is damaged or incomplete falls back to the newest
     intact one before it, with a warning naming both (a job preempted mid-save, a file damaged on disk). A
     tag directory named explicitly is verified without fallback. Checkpoints of earlier versions (no
-    ``files`` in ``meta.json``) load unverified, with a warning. Collective when a process group exists."""
+    ``files`` in ``meta.json``) load unverified, with a warning. ``weights_only`` (generation, which reads no
+    optimizer state) judges a checkpoint by its model-state files alone (``weight_names``). Each candidate's
+    ``meta.json`` is read once. Collective when a process group exists."""
     p = Path(load)
     try:
         load_dir, tag = resolve(p)
     except FileNotFoundError as e:
         if not (p / LATEST).is_file():
             raise
-        load_dir, tag, first_problem = p, (p / LATEST).read_text(encoding="utf-8").strip(), str(e)
+        load_dir, tag, meta, first_problem = p, (p / LATEST).read_text(encoding="utf-8").strip(), None, str(e)
     else:
-        first_problem = _problem(load_dir, tag)
-        if first_problem is None:
-            return load_dir, tag, read_meta(load_dir, tag)
+        meta, first_problem = _read_meta_problem(load_dir, tag)
+        if meta is not None:
+            first_problem = _files_problem(load_dir / tag, meta, weight_names(meta) if weights_only else None)
+            if first_problem is None:
+                return load_dir, tag, meta
         if not (p / LATEST).is_file():  # a tag directory named explicitly: no other choice to make
             raise DamagedCheckpointError(f"--load {load_dir / tag}: {first_problem}")
-    newest_step = _step_of(load_dir, tag)
-    for other in _older_checkpoints(load_dir, newest_step, exclude=tag):
-        if _problem(load_dir, other) is None:
+    for other, other_meta in _older_checkpoints(load_dir, _step_of(tag, meta), exclude=tag):
+        names = weight_names(other_meta) if weights_only and other_meta is not None else None
+        if other_meta is not None and _files_problem(load_dir / other, other_meta, names) is None:
             logging.getLogger("mglm").warning(
                 "--load %s: the newest checkpoint %s is damaged or incomplete (%s); resuming from %s, the newest "
                 "intact one", load_dir, load_dir / tag, first_problem, load_dir / other)
-            return load_dir, other, read_meta(load_dir, other)
+            return load_dir, other, other_meta
     raise DamagedCheckpointError(f"--load {load_dir}: the newest checkpoint {load_dir / tag} is damaged or "
                                  f"incomplete ({first_problem}) and no older checkpoint is intact")
 
 
-def _problem(load_dir: Path, tag: str, names: list[str] | None = None) -> str | None:
-    """What is wrong with ``load_dir/tag`` or, with ``names``, with those of its files (None: intact, or
-    unverifiable because an earlier version wrote it without records)."""
+def weight_names(meta: dict[str, Any]) -> list[str] | None:
+    """The recorded files that hold a checkpoint's weights (``mp_rank_XX_model_states.pt``); None (all files)
+    for a ZeRO-3 checkpoint, whose weights are rebuilt from its optimizer partitions."""
+    return sorted(n for n in meta.get("files") or {} if fnmatch.fnmatch(n, MODEL_STATES_GLOB)) or None
+
+
+def _read_meta_problem(load_dir: Path, tag: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(meta, None), or (None, what is wrong with ``load_dir/tag/meta.json``: missing or broken)."""
     if not (load_dir / tag / META).is_file():
-        return f"{load_dir / tag / META} is missing (incomplete checkpoint)"
+        return None, f"{load_dir / tag / META} is missing (incomplete checkpoint)"
     try:
-        meta = read_meta(load_dir, tag)
+        return read_meta(load_dir, tag), None
     except DamagedCheckpointError as e:
-        return str(e)
+        return None, str(e)
+
+
+def _files_problem(folder: Path, meta: dict[str, Any], names: list[str] | None) -> str | None:
+    """The first file of ``folder`` (of ``names``; None: all) that differs from ``meta``'s records; None when
+    intact, or unverifiable because an earlier version wrote it without records (with a warning)."""
     if "files" not in meta:
-        _unverified_warning(load_dir / tag)
+        _unverified_warning(folder)
         return None
-    return verify_files(load_dir / tag, meta, names)
+    return verify_files(folder, meta, names)
 
 
-def _step_of(load_dir: Path, tag: str) -> float:
+def _step_of(tag: str, meta: dict[str, Any] | None) -> float:
     """The step of a tag: ``meta.json``'s, else the number in ``global_stepN``, else +inf (unknown)."""
     try:
-        return int(read_meta(load_dir, tag)["step"])
-    except (OSError, DamagedCheckpointError, KeyError, TypeError, ValueError):
+        return int(meta["step"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
         digits = "".join(ch for ch in tag.split(".")[0] if ch.isdigit())
         return int(digits) if digits else float("inf")
 
 
-def _older_checkpoints(load_dir: Path, below: float, exclude: str) -> list[str]:
-    """Complete-looking checkpoints (a ``meta.json``, not ``.partial``) of ``load_dir`` at steps <= ``below``,
-    newest first."""
-    tags = [d.name for d in load_dir.iterdir() if d.is_dir() and d.name != exclude and not d.name.endswith(PARTIAL)
-            and (d / META).is_file()]
-    steps = {t: _step_of(load_dir, t) for t in tags}
-    return sorted((t for t in tags if steps[t] <= below), key=lambda t: (steps[t], not t.endswith(OLD)), reverse=True)
+def _older_checkpoints(load_dir: Path, below: float, exclude: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """(tag, meta or None when broken) of the complete-looking checkpoints (a ``meta.json``, not ``.partial``)
+    of ``load_dir`` at steps <= ``below``, newest first."""
+    found = {d.name: _read_meta_problem(load_dir, d.name)[0] for d in load_dir.iterdir()
+             if d.is_dir() and d.name != exclude and not d.name.endswith(PARTIAL) and (d / META).is_file()}
+    steps = {t: _step_of(t, meta) for t, meta in found.items()}
+    return sorted(((t, found[t]) for t in found if steps[t] <= below),
+                  key=lambda tm: (steps[tm[0]], not tm[0].endswith(OLD)), reverse=True)
 
 
 def check_compatible(meta: dict[str, Any], model_config: dict[str, Any], tp_size: int, where: str,
@@ -511,19 +527,21 @@ def _zero3_checkpoint(p: Path) -> tuple[Path, str] | None:
     return None
 
 
-def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bool = False) -> str:
+def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bool = False,
+                    verified: bool = False) -> str:
     """Load weights only (GLM or SAT key layout, any TP size of the source) into ``model``, strictly.
 
     A source with another TP size is merged and re-split for this rank. Position tables of a source with
     fewer rows (a shorter ``max_sequence_length``) are copied into the first rows, as GLM's
     ``load_pretrained`` does when finetuning extends positions; every other mismatch is an error naming it.
-    Files of our checkpoints are verified against their ``meta.json`` first; every file is read weights-only
-    unless ``trust`` (``--trust-checkpoint``). Collective when a process group exists (verification).
+    Files of our checkpoints are verified against their ``meta.json`` first, unless ``verified`` (the caller
+    took ``path`` from ``resolve_intact``); every file is read weights-only unless ``trust``
+    (``--trust-checkpoint``). Collective when a process group exists (verification).
     """
     from model import hf_compat
 
     if hf_compat.is_hub_folder(path):  # a directory with config.json in hub layout
-        return hf_compat.load_hub_folder(model, path, parallel_state)
+        return hf_compat.load_hub_folder(model, path, parallel_state, trust=trust)
     from model.checkpoint_compat import (
         load_glm_state_dict,
         merge_state_dicts,
@@ -538,14 +556,16 @@ def load_pretrained(model, path: str | os.PathLike, parallel_state, *, trust: bo
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         load_dir, tag = zero3
-        verify_tag_dir(load_dir / tag, None)
+        if not verified:
+            verify_tag_dir(load_dir / tag, None)
         with safe_load.torch_loads(trust):  # zero_to_fp32 calls torch.load(weights_only=False) itself
             full = to_glm_layout(get_fp32_state_dict_from_zero_checkpoint(str(load_dir), tag=tag))
         sd = shard_state_dict(full, parallel_state.tp_size, parallel_state.tp_rank, partition_rules(model))
         load_glm_state_dict(model, sd, strict=True, source=str(load_dir / tag))
         return f"{load_dir / tag} (ZeRO-3 partitions)"
     files = find_pretrained_files(path)
-    verify_tag_dir(files[0].parent, [f.name for f in files])
+    if not verified:
+        verify_tag_dir(files[0].parent, [f.name for f in files])
     shards = []
     for f in files:
         obj = safe_load.load(f, trust=trust, what="--load-pretrained")
@@ -574,7 +594,9 @@ def verify_tag_dir(tag_dir: Path, names: list[str] | None, what: str = "--load-p
     earlier versions) carry no records and are read as they are."""
     if not (tag_dir / META).is_file():
         return
-    problem = _problem(tag_dir.parent, tag_dir.name, names)
+    meta, problem = _read_meta_problem(tag_dir.parent, tag_dir.name)
+    if meta is not None:
+        problem = _files_problem(tag_dir, meta, names)
     if problem:
         raise DamagedCheckpointError(f"{what} {tag_dir}: {problem}")
 

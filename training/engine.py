@@ -136,7 +136,7 @@ class TorchEngine:
 
     def load(self, load_dir: str, tag: str, load_optimizer: bool = True, *, trust: bool = False) -> dict:
         """``trust``: ``--trust-checkpoint`` (the file may need more than a weights-only load allows)."""
-        from training import safe_load
+        from common import safe_load
 
         load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
         path = os.path.join(load_dir, tag, model_states_name(self.parallel_state.tp_rank))
@@ -206,7 +206,7 @@ class DeepSpeedEngine:
     def load(self, load_dir: str, tag: str, load_optimizer: bool = True, *, trust: bool = False) -> dict:
         """DeepSpeed reads the files through its checkpoint-engine hook, which ``deepspeed_engine_loads``
         points at our weights-only loader for this call (``trust``: ``--trust-checkpoint``)."""
-        from training import safe_load
+        from common import safe_load
 
         load_optimizer = _optimizer_state_to_load(load_dir, tag, load_optimizer)
         with safe_load.deepspeed_engine_loads(self.engine, trust):

@@ -226,27 +226,29 @@ class Sources:
     tokenizer: GLMTokenizer
     weights: str
     meta: dict | None  # its meta.json (ours, or the one read from a hub folder), None for other layouts
+    verified: bool = False  # --load: resolve_intact has checked the weight files against meta.json
 
 
 def generation_sources(load: str | None, load_pretrained: str | None, model_config: str | None,
                        tokenizer_model: str | None) -> Sources:
     """Model config, tokenizer and weights from ``--load`` (our checkpoint's meta.json, read once) or
     ``--load-pretrained`` (a hub folder carries its config and tokenizer; other layouts need
-    ``--model-config`` and ``--tokenizer-model``)."""
+    ``--model-config`` and ``--tokenizer-model``). ``--load`` picks its checkpoint as training's does
+    (``resolve_intact``): the weight files verified, a save directory falls back from a damaged newest
+    checkpoint to the newest intact one with a warning, a damaged tag directory named directly is refused."""
     from model import GLMConfig
 
     if bool(load) == bool(load_pretrained):
         raise ValueError("give exactly one of --load CHECKPOINT_DIR or --load-pretrained FILE")
     if load:
-        load_dir, tag = ckpt.resolve(load)
-        meta = ckpt.read_meta(load_dir, tag)
+        load_dir, tag, meta = ckpt.resolve_intact(load, weights_only=True)
         where = load_dir / tag / "meta.json"
         if "model_config" not in meta:
             raise ValueError(f"{where}: no 'model_config' recorded")
         if model_config:
             raise ValueError("--model-config is read from meta.json with --load; use --load-pretrained to override")
         return Sources(dict(meta["model_config"]), checkpoint_tokenizer(tokenizer_model, meta, str(where)),
-                       str(load_dir / tag), meta)
+                       str(load_dir / tag), meta, verified=True)
     pre_meta = ckpt.pretrained_meta(load_pretrained)
     if (pre_meta or {}).get("hub_folder") and not model_config:
         # A Hugging Face hub folder carries its config.json and sentencepiece file (model.hf_compat).
@@ -275,7 +277,7 @@ def generation_model(src: Sources, parallel_state: ParallelState, device: torch.
         raise ValueError(f"model vocab_size={config.vocab_size} is smaller than the tokenizer {tok.model_path} "
                          f"({len(tok)} ids)")
     model = GLMModel(config, parallel_state)
-    ckpt.load_pretrained(model, src.weights, parallel_state, trust=trust)
+    ckpt.load_pretrained(model, src.weights, parallel_state, trust=trust, verified=src.verified)
     return model.to(device).eval()
 
 
