@@ -16,14 +16,17 @@ sees the earlier spans exactly as the pretraining collator lays out several span
 Scores. ``logprob`` of a result is the sum over its generated tokens (the end token included when it
 ended) of the model's log-probability ``log softmax(logits)`` over the generatable vocabulary (embedding
 rows beyond the tokenizer are vocabulary padding, and command tokens other than the end tokens are never
-generated). For beam search ``score = logprob / len**alpha``
-with ``len`` the number of scored tokens (HF/GLM beam scorer with the hypothesis length); for greedy and
-sampling ``score = logprob``. Temperature and top-k / top-p only shape the sampling distribution.
+generated). For beam search ``score = logprob / len**alpha`` with ``len`` the hypothesis length of GLM's
+``BeamHypotheses`` (``generation_utils.py``): the tokens generated before the end token (at least 1), or all
+of them for a beam still running at the last step; for greedy and sampling ``score = logprob``.
+Temperature and top-k / top-p only shape the sampling distribution.
 
 Beam search is the deterministic variant of GLM's ``--select-topk`` (the HF ``BeamSearchScorer``): at each
 step the ``2 * num_beams`` best (beam, token) pairs by accumulated log-probability are taken; an end token
 among the first ``num_beams`` closes a hypothesis; a batch row is done when it has ``num_beams``
-hypotheses and none of the running beams can beat the worst of them (HF's ``early_stopping=False`` test).
+hypotheses and the worst of them scores at least ``best / t**alpha``, with ``best`` the step's best
+candidate (an end token's included) and ``t`` the tokens generated before the step (HF's
+``early_stopping=False`` test as GLM runs it).
 
 Sampling draws from a CPU ``torch.Generator`` per returned sequence ``j`` seeded with ``seed + j``: the
 samples are a pure function of (seed, prompt, j), identical on every tensor-parallel rank (the logits are
@@ -420,18 +423,21 @@ class _Hypotheses:
     items: list[tuple[float, float, list[int], bool]] = field(default_factory=list)
 
     def add(self, tokens: list[int], logprob: float, length: int, ended: bool) -> None:
+        """``length``: the generated tokens before the end token (GLM's ``BeamHypotheses.add``, at least 1)."""
         score = logprob / (max(length, 1) ** self.length_penalty)
         if len(self.items) < self.num_beams or score > self.items[-1][0]:
             self.items.append((score, logprob, tokens, ended))
             self.items.sort(key=lambda x: -x[0])
             del self.items[self.num_beams:]
 
-    def is_done(self, best_running: float, length: int) -> bool:
+    def is_done(self, best: float, length: int) -> bool:
+        """GLM's ``BeamHypotheses.is_done``: ``best`` is the step's best candidate score (an end token's
+        included), ``length`` the tokens generated before this step (at least 1: GLM divides by zero there)."""
         if len(self.items) < self.num_beams:
             return False
-        if best_running == NEG_INF:
+        if best == NEG_INF:
             return True
-        return self.items[-1][0] >= best_running / (length ** self.length_penalty)
+        return self.items[-1][0] >= best / (max(length, 1) ** self.length_penalty)
 
 
 def _beam_candidates(beam_scores: torch.Tensor, scores: torch.Tensor, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -483,13 +489,12 @@ def _beam_search(decoder, B: int, config: GenerationConfig, special: SpecialToke
                     src, tok = b * nb + i // V, i % V
                     if tok in end_ids:
                         if rank < nb:
-                            hyps[b].add(gen_list[src], s, step + 1, True)
+                            hyps[b].add(gen_list[src], s, step, True)  # ``step`` tokens precede the end
                     else:
                         chosen.append((s, tok, src))
                     if len(chosen) == nb:
                         break
-                best = chosen[0][0] if chosen else NEG_INF
-                done[b] = hyps[b].is_done(best, step + 1)
+                done[b] = hyps[b].is_done(top_s[b][0], step)
             chosen += [(NEG_INF, special.pad_id, b * nb)] * (nb - len(chosen))
             for s, tok, src in chosen:
                 next_scores.append(s)

@@ -121,19 +121,46 @@ def fit_parts(parts: list[tuple[list[int], bool]], budget: int, what: str) -> li
     one token at a time from the end of the currently longest shortenable part (the first of equals).
     ``what`` names the input in the error raised when the fixed parts alone do not fit.
 
-    This differs from mGLM's PET truncation (``PVP.truncate``) on inputs that do not fit: mGLM cuts the
-    last non-empty shortenable part of the longer of its two part groups (PAWS-X: the same sentence as
-    here, except that a tie cuts sentence 1; XNLI, one group: the hypothesis, down to nothing, before the
-    premise). Inputs that fit are encoded identically."""
+    The rule of our own-data tasks (``--task cloze / seq2seq``): no field is emptied while a longer one
+    remains. The benchmark cloze tasks cut as mGLM does instead (``fit_pet_parts``)."""
     total = sum(len(t) for t, _ in parts)
     while total > budget:
         lens = [len(t) if short else -1 for t, short in parts]
         j = max(range(len(parts)), key=lambda i: lens[i])
         if lens[j] <= 0:
-            raise ValueError(f"{what}: the fixed parts alone need {total} tokens, more than the {budget} available")
+            raise ValueError(_no_fit(what, total, budget))
         parts[j][0].pop()
         total -= 1
     return parts
+
+
+def fit_pet_parts(parts_a: list[tuple[list[int], bool]], parts_b: list[tuple[list[int], bool]], budget: int,
+                  what: str) -> None:
+    """Shorten mGLM's two part groups in place until ``len(a) + len(b) <= budget``, as its PET-style
+    ``PVP.truncate`` (Multilingual-GLM ``tasks/superglue/pvp.py``) does, one token per step:
+
+        S(g) = total length of the shortenable parts of group g
+        g    = a   if parts_b is empty or S(a) > S(b)   else b      (a tie cuts b)
+        drop the last token of the LAST non-empty shortenable part of g
+
+    So within a group the later text is cut to nothing before an earlier one is touched (XNLI, one group
+    premise ... hypothesis: the hypothesis goes first, whatever the premise's length), and two groups are
+    cut alternately towards equal shortenable lengths (PAWS-X). The chosen group has a non-empty part
+    unless both S are 0, i.e. only the fixed parts are left: then a ValueError naming ``what`` (mGLM
+    fails there on an empty ``max()``)."""
+    total = sum(len(t) for t, _ in parts_a + parts_b)
+    while total > budget:
+        short_a = sum(len(t) for t, s in parts_a if s)
+        group = parts_a if not parts_b or short_a > sum(len(t) for t, s in parts_b if s) else parts_b
+        cuttable = [t for t, s in group if s and t]
+        if not cuttable:
+            raise ValueError(_no_fit(what, total, budget))
+        cuttable[-1].pop()
+        total -= 1
+
+
+def _no_fit(what: str, total: int, budget: int) -> str:
+    return f"{what}: the fixed parts alone need {total} tokens, more than the {budget} available"
 
 
 # ------------------------------------------------------------------------------------------ batching

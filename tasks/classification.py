@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tasks.base import Example, Task, check_label, fit_parts, read_tsv
+from tasks.base import Example, Task, check_label, fit_pet_parts, read_tsv
 
 if TYPE_CHECKING:
     from mpu.initialize import ParallelState
@@ -117,24 +117,34 @@ class ClozeClassificationTask(Task):
     def check_pattern_id(self, pattern_id: int) -> None:
         pass
 
-    def pattern(self, example: Example) -> list[tuple[Any, bool]]:
-        """Parts ``(text or MASK, shortenable)`` in order; exactly one part is ``MASK``."""
+    def pattern(self, example: Example) -> tuple[list[tuple[Any, bool]], list[tuple[Any, bool]]]:
+        """mGLM's two part groups ``(parts_a, parts_b)`` (``PVP.get_parts``), each a list of parts
+        ``(text or MASK, shortenable)``; the input is parts_a then parts_b, exactly one part is ``MASK``,
+        parts_b may be empty. The groups only matter when the input is too long (``fit``)."""
         raise NotImplementedError
+
+    def fit(self, parts_a: list[tuple[list[int], bool]], parts_b: list[tuple[list[int], bool]], budget: int,
+            what: str) -> None:
+        """Cut the tokenized groups in place to ``budget`` tokens: mGLM's rule (``tasks.base.fit_pet_parts``)."""
+        fit_pet_parts(parts_a, parts_b, budget, what)
 
     def normalize_label(self, label: str, where: str) -> str:
         return label.strip()
 
     # encoding -------------------------------------------------------------------------------------
     def encode(self, example: Example) -> dict[str, Any]:
-        """Tokenize each part separately; shorten the longest shortenable part from its end one token at a
-        time until ``[CLS] parts <eos> <sop>`` fits ``seq_length`` (mGLM ``tasks/superglue/pvp.py``)."""
+        """Tokenize each part separately; while ``[CLS] parts_a parts_b <eos> <sop>`` exceeds ``seq_length``,
+        cut one token by ``fit`` (mGLM ``tasks/superglue/pvp.py``: ``PVP.encode`` and ``PVP.truncate``)."""
         tok = self.tokenizer
-        parts = [([tok.mask_id] if p is MASK else tok.encode(p), short) for p, short in self.pattern(example)]
-        assert sum(1 for p, _ in self.pattern(example) if p is MASK) == 1, "a pattern needs exactly one [MASK]"
+        raw_a, raw_b = self.pattern(example)
+        assert sum(1 for p, _ in raw_a + raw_b if p is MASK) == 1, "a pattern needs exactly one [MASK]"
+        parts_a, parts_b = ([([tok.mask_id] if p is MASK else tok.encode(p), short) for p, short in raw]
+                            for raw in (raw_a, raw_b))
         # [CLS] ... <eos> <sop> take 3 of the --seq-length positions.
-        fit_parts(parts, self.seq_length - 3, f"{example.source}: task {self.name} with --seq-length {self.seq_length}")
+        self.fit(parts_a, parts_b, self.seq_length - 3,
+                 f"{example.source}: task {self.name} with --seq-length {self.seq_length}")
         ids = [tok.cls_id]
-        for t, _ in parts:
+        for t, _ in parts_a + parts_b:
             ids.extend(t)
         ids.append(tok.eos_id)
         mask_pos = ids.index(tok.mask_id)

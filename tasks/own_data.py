@@ -12,14 +12,17 @@ Pattern (``--pattern``): text with ``{field}`` references and exactly one blank,
 
 - a literal stretch of text is a fixed part (never cut);
 - ``{field}`` is the row's value, a shortenable part: when the input is too long, the longest field is cut
-  from its end, one token at a time (``tasks.base.fit_parts``); whitespace in the pattern right before a
-  field is tokenized with the field (``", {b}"`` gives ``","`` and ``" " + b``, as mGLM's PAWS-X pattern);
+  from its end, one token at a time (``tasks.base.fit_parts``; the benchmark tasks cut as mGLM, which
+  empties the last field first, so an over-long row is cut differently there); whitespace in the pattern
+  right before a field is tokenized with the field (``", {b}"`` gives ``","`` and ``" " + b``, as mGLM's
+  PAWS-X pattern);
 - the blank, ``[MASK]`` (cloze) or ``[sMASK]`` / ``[gMASK]`` (seq2seq). Whitespace right before it belongs
   to what fills it: ``"? [MASK]"`` makes the verbalizers ``" Yes"``, ``" No"`` (the leading-space word
   pieces mGLM's verbalizers are); a generated target is always encoded as ``" " + text``.
 
 So ``--pattern '{sentence2}? [MASK], {sentence1}' --verbalizers 0=No,1=Yes`` is mGLM's PAWS-X pattern 1
-(up to its stripping of sentence 2's final punctuation, which a user's file does itself if wanted).
+for every row that fits ``--seq-length`` (up to its stripping of sentence 2's final punctuation, which a
+user's file does itself if wanted).
 
 cloze: ``[CLS] parts <eos> <sop>`` scored at the verbalizers (``ClozeClassificationTask``); labels are the
 ``--verbalizers`` keys in their order. seq2seq: ``[CLS] parts`` with the blank as the source of
@@ -467,7 +470,12 @@ class Cloze(OwnDataTask, ClozeClassificationTask):
         return label
 
     def pattern(self, example: RecordExample):  # type: ignore[override]
-        return self.template.texts(example.fields)
+        return self.template.texts(example.fields), []
+
+    def fit(self, parts_a, parts_b, budget: int, what: str) -> None:
+        """Our own rule, not mGLM's: the longest field loses a token first (``tasks.base.fit_parts``), so no
+        field is emptied while a longer one remains (mGLM's rule empties the last field of the pattern first)."""
+        fit_parts(parts_a + parts_b, budget, what)
 
 
 class Seq2Seq(OwnDataTask, GenerationTask):

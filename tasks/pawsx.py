@@ -32,21 +32,22 @@ class PAWSX(ClozeClassificationTask):
             raise ValueError(f"--pattern-id {pattern_id}: PAWS-X defines patterns 0-3")
 
     def pattern(self, ex: Example):
-        """Multilingual-GLM's ``PawsxPVP`` parts, each tokenized on its own (s1 = sentence1 as read, s2 =
-        sentence2 without trailing punctuation); a space-keeping tokenizer sees every space below:
+        """Multilingual-GLM's ``PawsxPVP`` part groups, each part tokenized on its own (s1 = sentence1 as
+        read, s2 = sentence2 without trailing punctuation); a space-keeping tokenizer sees every space below:
 
-            0: '"' s2 '" ?' [MASK] ',' ' "' s1 '"'       1: s2 '?' [MASK] ',' ' ' + s1
-            2: '"' s2 '" ?' [MASK] '. "' s1 '"'          3: s2 '?' [MASK] '.' ' ' + s1
+            0: a = '"' s2 '" ?'   b = [MASK] ',' ' "' s1 '"'       1: a = s2 '?'   b = [MASK] ',' ' ' + s1
+            2: a = '"' s2 '" ?'   b = [MASK] '. "' s1 '"'          3: a = s2 '?'   b = [MASK] '.' ' ' + s1
+
+        Too long an input is cut from the end of s2 while it is longer than s1, else of s1 (a tie cuts s1).
         """
         s1, s2 = ex.text_a, ex.text_b.rstrip(string.punctuation)
+        quoted = [('"', False), (s2, True), ('" ?', False)]
         if self.pattern_id == 0:
-            return [('"', False), (s2, True), ('" ?', False), (MASK, False), (",", False), (' "', False),
-                    (s1, True), ('"', False)]
+            return quoted, [(MASK, False), (",", False), (' "', False), (s1, True), ('"', False)]
         if self.pattern_id == 2:
-            return [('"', False), (s2, True), ('" ?', False), (MASK, False), ('. "', False), (s1, True),
-                    ('"', False)]
+            return quoted, [(MASK, False), ('. "', False), (s1, True), ('"', False)]
         sep = "," if self.pattern_id == 1 else "."
-        return [(s2, True), ("?", False), (MASK, False), (sep, False), (" " + s1, True)]
+        return [(s2, True), ("?", False)], [(MASK, False), (sep, False), (" " + s1, True)]
 
     def read_split(self, data_dir: Path, split: str, languages: Sequence[str] | None) -> dict[str, list[Example]]:
         data_dir = Path(data_dir)

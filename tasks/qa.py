@@ -226,12 +226,14 @@ class QATask(GenerationTask):
         return [(self.prompt(q, ctx[a:b]), ctx[a:b]) for a, b in spans]
 
     def window_target(self, example: QAExample, window: list[int]) -> str:
-        """The first gold answer if its ``decode(encode())`` occurs in the decoded window, else ``N/A``."""
+        """The first gold answer if its ``decode(encode())`` is not empty and occurs in the decoded window, else
+        ``N/A`` (mGLM's processors)."""
         if not example.answers:
             raise ValueError(f"{example.source}: question {example.uid!r} has no answer; training needs one")
         answer = example.answers[0].strip()
-        text = self.tokenizer.decode(window)
-        return answer if self.tokenizer.decode(self.tokenizer.encode(answer)).strip() in text else NA
+        found = self.tokenizer.decode(self.tokenizer.encode(answer)).strip()
+        # An empty first answer (its text lost to tokenization too) is in every window: mGLM trains N/A then.
+        return answer if found and found in self.tokenizer.decode(window) else NA
 
     def source_ids(self, example: QAExample) -> list[int]:
         return self.windows(example)[0][0]

@@ -39,7 +39,7 @@ class GenerationOptions:
     """The options of every generation task (``--task`` xquad, mlqa, tydiqa, ncls, scisummnet_zh, seq2seq);
     ``--seq-length`` is the source length."""
 
-    tgt_seq_length: int = 64  # training targets are cut to this many tokens (the end token included)
+    tgt_seq_length: int = 64  # training targets (end token appended first) are cut to this many tokens
     out_seq_length: int | None = None  # most tokens generated at evaluation (default: --tgt-seq-length)
     min_tgt_length: int = 0  # the end token is banned before this many tokens
     num_beams: int = 1  # beam search when > 1, else greedy
@@ -49,7 +49,7 @@ class GenerationOptions:
 
     TITLE: ClassVar[str] = "generation (the task's own options)"
     HELP: ClassVar[dict[str, str]] = {
-        "tgt_seq_length": "training targets are cut to this many tokens, end token included",
+        "tgt_seq_length": "training targets, end token appended first, are cut to this many tokens (mGLM)",
         "out_seq_length": "most tokens generated at evaluation (default --tgt-seq-length)",
         "min_tgt_length": "the end token is banned before this many generated tokens",
         "num_beams": "beam search with this many beams (1 = greedy)",
@@ -104,8 +104,10 @@ class GenerationTask(Task):
         raise NotImplementedError
 
     def target_ids(self, text: str) -> list[int]:
-        """``encode(" " + text)`` cut to ``tgt_seq_length - 1`` tokens, then ``<eop>`` (as mGLM)."""
-        return self.tokenizer.encode(" " + text.strip())[: self.tgt_length - 1] + [self.tokenizer.eop_id]
+        """``(encode(" " + text) + [<eop>])[:tgt_seq_length]``, mGLM's ``Seq2SeqDataset``: the end token is
+        appended before the cut, so a target longer than ``tgt_seq_length - 1`` tokens is trained without
+        one (the model is not taught to stop where the cut happens to fall)."""
+        return (self.tokenizer.encode(" " + text.strip()) + [self.tokenizer.eop_id])[: self.tgt_length]
 
     def make_sample(self, source: list[int], target: str | None, example_index: int) -> dict[str, Any]:
         blanks = (self.tokenizer.smask_id, self.tokenizer.gmask_id)

@@ -31,12 +31,13 @@ class XNLI(ClozeClassificationTask):
     def pattern(self, ex: Example):
         """Multilingual-GLM's ``XnliPVP`` pattern 4: the premise stripped of surrounding whitespace, the
         hypothesis stripped of trailing punctuation and then of whitespace, in this order (so ``"x. "`` keeps
-        its period), each part tokenized on its own."""
+        its period), each part tokenized on its own. One group (parts_b empty), so an input that is too long
+        loses its hypothesis, down to nothing, before the premise (``tasks.base.fit_pet_parts``)."""
         premise = ex.text_a.strip()
         hyp = ex.text_b.rstrip(string.punctuation).strip()
         return [('Based on the fact written in foreign language: "', False), (premise, True), ('".', False),
                 (' Is the followling statement reasonably True or definitely False: "', False), (hyp, True),
-                ('"?', False), (" Answer:", False), (MASK, False)]
+                ('"?', False), (" Answer:", False), (MASK, False)], []
 
     def normalize_label(self, label: str, where: str) -> str:
         label = label.strip()

@@ -420,3 +420,35 @@ def test_blank_candidates_are_the_first_token_distribution(tok_model, sample_tok
     top = torch.topk(probs, 5)
     assert [i for i, _ in cands[2]] == [allowed[i] for i in top.indices.tolist()]
     np.testing.assert_allclose([p for _, p in cands[2]], top.values.tolist(), rtol=1e-4)
+
+
+def test_beam_hypothesis_length_is_glms():
+    """GLM's BeamHypotheses (generation_utils.py): an ended hypothesis is scored logprob / n**lp with n the
+    tokens before the end token; a beam running at the last step by all its tokens. Tokens w, x, END; two
+    beams, lp 1, 3 steps, p(w)=.6 p(x)=.4; after w: END .6, w .4; after x: w 1; after x w: END .3, w .7;
+    after w w: END .8, w .2. Step 1 closes [w] (log .36 = -1.0217, n = 1: -1.0217); step 2 closes [w w]
+    (log .192 = -1.6503, n = 2: -0.8251); running at the end: [x w w] (log .28, n = 3: -0.4243). So the two
+    best are [x w w] and [w w] (counting the end token, n + 1, would rank [w] at -0.5108 second)."""
+    import math
+
+    from model.generation import _beam_search
+
+    W, X, END = 0, 1, 2
+    table = {(): {W: .6, X: .4}, (W,): {END: .6, W: .4}, (X,): {W: 1.0}, (X, W): {END: .3, W: .7},
+             (W, W): {END: .8, W: .2}}
+
+    class Fake:
+        def logits(self, generated):
+            rows = [table.get(tuple(g), {END: 1.0}) for g in generated.tolist()]
+            return torch.tensor([[math.log(p[v]) if v in p else -1e4 for v in range(4)] for p in rows])
+
+        def reorder(self, src):
+            pass
+
+    special = SpecialTokens(sop_id=5, end_ids=(END,), vocab_limit=4)
+    cfg = GenerationConfig(max_new_tokens=3, num_beams=2, length_penalty=1.0, num_return_sequences=2)
+    best, second = _beam_search(Fake(), 1, cfg, special, torch.device("cpu"))[0]
+    assert (best.tokens, best.ended) == ([X, W, W], False)
+    assert best.score == pytest.approx(math.log(.4 * 1.0 * .7) / 3, abs=1e-5)
+    assert (second.tokens, second.ended) == ([W, W], True)
+    assert second.score == pytest.approx(math.log(.6 * .4 * .8) / 2, abs=1e-5)

@@ -128,23 +128,24 @@ XNLI_VERBALIZERS = "neutral=Maybe,entailment=True,contradiction=False"  # XNLI's
 @pytest.mark.parametrize("which", ["sample", "spaced"])
 def test_cloze_equals_xnli_and_pawsx_ids(tok, spaced, tmp_path, which):
     """The generic task with the benchmarks' patterns gives their token ids, mask positions and labels, with
-    a dummy-prefix tokenizer and with one that keeps every space; cut inputs (short --seq-length) too."""
+    a dummy-prefix tokenizer and with one that keeps every space, for inputs that fit (an over-long one is
+    cut by each task's own rule: test_cloze_cuts_the_longest_field_first)."""
     from tasks.base import Example
     from tasks.own_data import RecordExample
     from tasks.pawsx import PAWSX
     from tasks.xnli import XNLI
 
     t = tok if which == "sample" else spaced
-    for seq in (128, 68):  # 68: both texts cut (the fixed parts take 56 tokens)
-        ref = XNLI(t, seq)
-        rows = write_jsonl(tmp_path / "train.jsonl", _xnli_rows("train", "en"))
-        own = cloze(t, seq, pattern=XNLI_PATTERN, verbalizers=XNLI_VERBALIZERS, train_file=str(rows))
-        ours = own.read_split(None, "train", None)["en"]
-        theirs = ref.read_split(TASK_DATA / "xnli" / "xtreme", "train", None)["en"]
-        assert own.label_ids.tolist() == ref.label_ids.tolist()
-        assert len(ours) == len(theirs) == 15
-        for a, b in zip(ours, theirs, strict=True):
-            assert own.encode(a) == ref.encode(b)
+    seq = 128
+    ref = XNLI(t, seq)
+    rows = write_jsonl(tmp_path / "train.jsonl", _xnli_rows("train", "en"))
+    own = cloze(t, seq, pattern=XNLI_PATTERN, verbalizers=XNLI_VERBALIZERS, train_file=str(rows))
+    ours = own.read_split(None, "train", None)["en"]
+    theirs = ref.read_split(TASK_DATA / "xnli" / "xtreme", "train", None)["en"]
+    assert own.label_ids.tolist() == ref.label_ids.tolist()
+    assert len(ours) == len(theirs) == 15
+    for a, b in zip(ours, theirs, strict=True):
+        assert own.encode(a) == ref.encode(b)
     # PAWS-X pattern 1: s2 '?' [MASK] ',' ' ' + s1
     p = PAWSX(t, 128, pattern_id=1)
     own = cloze(t, 128, text_fields="sentence1,sentence2", pattern="{sentence2}? [MASK], {sentence1}",
@@ -153,6 +154,33 @@ def test_cloze_equals_xnli_and_pawsx_ids(tok, spaced, tmp_path, which):
     rec = RecordExample("u", "en", {"sentence1": "The cat sleeps.", "sentence2": "A cat sleeps"}, "1", "f:1")
     assert own.encode(rec) == p.encode(ex)
     assert own.label_ids.tolist() == p.label_ids.tolist()
+
+
+def test_cloze_cuts_the_longest_field_first(spaced):
+    """Own data keeps its rule on an over-long row: the longest field loses a token first (the first of equal
+    ones), where --task xnli cuts as mGLM, the hypothesis first. Premise "The cat sleeps." (7 pieces of the
+    space-keeping tokenizer), hypothesis "A cat sleeps" (5), 3 tokens too many: premise 7 -> 6 -> 5, tie ->
+    premise 4; the hypothesis stays whole."""
+    from tasks.base import Example
+    from tasks.own_data import RecordExample
+    from tasks.xnli import XNLI
+
+    t = spaced
+    lit1 = 'Based on the fact written in foreign language: "'
+    lit2 = '". Is the followling statement reasonably True or definitely False: "'
+    premise = ["T", "he", "▁ca", "t", "▁sleep", "s", "."]
+    hypothesis = ["A", "▁ca", "t", "▁sleep", "s"]
+
+    def ids(p, h):
+        return [t.cls_id, *t.sp.EncodeAsIds(lit1), *map(t.sp.PieceToId, p), *t.sp.EncodeAsIds(lit2),
+                *map(t.sp.PieceToId, h), *t.sp.EncodeAsIds('"? Answer:'), t.mask_id, t.eos_id]
+
+    seq = len(ids(premise, hypothesis)) + 1 - 3
+    rec = RecordExample("u", "en", {"premise": "The cat sleeps.", "hypothesis": "A cat sleeps"}, "neutral", "f:1")
+    assert cloze(t, seq, pattern=XNLI_PATTERN, verbalizers=XNLI_VERBALIZERS).encode(rec)["input_ids"] == ids(
+        premise[:4], hypothesis)
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps", "neutral", "f:1")
+    assert XNLI(t, seq).encode(ex)["input_ids"] == ids(premise, hypothesis[:2])
 
 
 def test_seq2seq_source_equals_summarization_prompt(spaced, tok):

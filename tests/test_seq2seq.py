@@ -79,6 +79,23 @@ def test_layout_and_loss_match_a_direct_per_sample_computation(sample_tokenizer)
     assert smoothed.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+def test_target_end_token_is_appended_before_the_cut(sample_tokenizer):
+    """mGLM's Seq2SeqDataset: ``(encode(" " + t) + [eop])[:tgt_seq_length]``. A target of exactly
+    tgt_seq_length - 1 tokens keeps its end token; a longer one is cut to tgt_seq_length tokens of text and
+    trains no end token."""
+    tok = sample_tokenizer
+    words = tok.encode(" night in the village")
+    assert len(words) >= 4
+    fits = Echo(tok, 64, options=GenerationOptions(tgt_seq_length=len(words) + 1))
+    assert fits.encode(PAIRS[1])["target"] == words + [tok.eop_id]
+    cut = Echo(tok, 64, options=GenerationOptions(tgt_seq_length=3))
+    assert cut.encode(PAIRS[1])["target"] == words[:3]
+    batch = cut.collate([cut.encode(PAIRS[1])])
+    n = len(cut.source_ids(PAIRS[1]))
+    assert batch["text"][0, n:n + 3].tolist() == [tok.sop_id, *words[:2]]
+    assert batch["labels"][0, n:n + 3].tolist() == words[:3]
+
+
 def test_a_source_needs_exactly_one_blank(sample_tokenizer):
     with pytest.raises(AssertionError, match="exactly one"):
         Echo(sample_tokenizer, 64).make_sample([1, 2, 3], "x", 0)

@@ -178,7 +178,8 @@ def test_registered_cloze_tasks_build_with_the_bundled_tokenizer(name):
     for label, vid in zip(task.labels, task.label_ids.tolist(), strict=True):
         word = task.verbalizers[label]
         assert tok.convert_ids_to_tokens([vid]) == [word.replace(" ", "\u2581")]
-        texts = [p for p, _ in task.pattern(ex)]
+        parts_a, parts_b = task.pattern(ex)
+        texts = [p for p, _ in parts_a + parts_b]
         m = texts.index(MASK)
         before, after = "".join(texts[:m]), "".join(texts[m + 1:])
         head = tok.encode(before + word)
@@ -267,6 +268,76 @@ def test_xnli_pattern_gives_mglm_ids(spaced_tok):
         ["▁An", "s", "w", "er", ":"], "MASK"])
 
 
+# mGLM's cut of an over-long input (PVP.truncate): per removed token, the group (parts_a / parts_b) whose
+# shortenable parts are longer in total (a tie: parts_b) loses the last token of its LAST non-empty
+# shortenable part. The pieces below are S1 / S2 cut by hand; seq_length = full length + 1 (<sop>) - k.
+XNLI_HEAD = 'Based on the fact written in foreign language: "'
+XNLI_MID = ' Is the followling statement reasonably True or definitely False: "'
+XNLI_TAIL = [['"', "?"], ["▁An", "s", "w", "er", ":"], "MASK"]
+
+
+def _xnli_pieces(premise, hypothesis):
+    return [XNLI_HEAD, premise, ['"', "."], XNLI_MID, hypothesis, *XNLI_TAIL]
+
+
+def test_xnli_overlong_input_cuts_the_hypothesis_first(spaced_tok):
+    """XNLI has one group (premise ... hypothesis): the hypothesis is cut first even while the premise is
+    longer (7 pieces against 5), down to nothing, and only then the premise."""
+    from tasks.base import Example
+
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps.", "entailment", "f:1")
+    full = len(_ids(spaced_tok, _xnli_pieces(S1, S2)))
+    for k, premise, hypothesis in [(3, S1, ["A", "▁ca"]),  # over-long hypothesis: S1 untouched
+                                   (5, S1, []),  # the hypothesis is gone, the premise still whole
+                                   (8, S1[:4], [])]:  # then the premise loses its end
+        got = xnli(spaced_tok, seq_length=full + 1 - k).encode(ex)["input_ids"]
+        assert got == _ids(spaced_tok, _xnli_pieces(premise, hypothesis)), (k, spaced_tok.convert_ids_to_tokens(got))
+
+
+def test_xnli_overlong_premise_loses_the_hypothesis_before_its_own_end(spaced_tok):
+    """A long premise and a short hypothesis: mGLM still empties the hypothesis before cutting the premise."""
+    from tasks.base import Example
+
+    long_premise = S1 + ["▁The", "▁ca", "t", "▁sleep", "s", "."]  # "The cat sleeps. The cat sleeps."
+    ex = Example("u", "en", "The cat sleeps. The cat sleeps.", "A cat.", "neutral", "f:1")
+    full = len(_ids(spaced_tok, _xnli_pieces(long_premise, ["A", "▁ca", "t"])))
+    got = xnli(spaced_tok, seq_length=full + 1 - 5).encode(ex)["input_ids"]
+    assert got == _ids(spaced_tok, _xnli_pieces(long_premise[:-2], [])), spaced_tok.convert_ids_to_tokens(got)
+
+
+@pytest.mark.parametrize("pattern_id", [0, 1])
+def test_pawsx_overlong_input_cuts_the_longer_group_ties_to_sentence1(spaced_tok, pattern_id):
+    """PAWS-X has two groups, a = s2 (5 pieces), b = s1 (pattern 0: 7 pieces, pattern 1: " " + s1, 6).
+    Pattern 1, 4 tokens: b 6>5 -> b 5; tie -> b 4; a 5>4 -> a 4; tie -> b 3. Pattern 0, 4 tokens:
+    b 7 -> 6 -> 5; tie -> b 4; a 5>4 -> a 4."""
+    from tasks.base import Example
+    from tasks.pawsx import PAWSX
+
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps.", "1", "f:1")
+    pieces = PAWSX_PIECES[pattern_id]
+    full = len(_ids(spaced_tok, pieces))
+    s1, s2 = (S1[:4], S2[:4]) if pattern_id == 0 else (S1_SPACED[:3], S2[:4])
+    cut = [s2 if p is S2 else s1 if p in (S1, S1_SPACED) else p for p in pieces]
+    got = PAWSX(spaced_tok, full + 1 - 4, pattern_id=pattern_id).encode(ex)["input_ids"]
+    assert got == _ids(spaced_tok, cut), spaced_tok.convert_ids_to_tokens(got)
+
+
+def test_cloze_error_when_the_fixed_parts_alone_do_not_fit(spaced_tok):
+    """Both texts cut to nothing and still too long: one error naming the row, the flag and the numbers."""
+    from tasks.base import Example
+    from tasks.pawsx import PAWSX
+
+    ex = Example("u", "en", "The cat sleeps.", "A cat sleeps.", "entailment", "data/dev-en.tsv:7")
+    fixed = len(_ids(spaced_tok, _xnli_pieces([], []))) - 2  # without [CLS] and <eos>
+    with pytest.raises(ValueError, match=rf"^data/dev-en.tsv:7: task xnli with --seq-length 30: the fixed parts "
+                                         rf"alone need {fixed} tokens, more than the 27 available$"):
+        xnli(spaced_tok, seq_length=30).encode(ex)
+    xnli(spaced_tok, seq_length=fixed + 3).encode(ex)  # exactly the fixed parts: both texts gone, no error
+    # pattern 0's fixed pieces: '"' | '"' '▁' '?' | [MASK] | ',' | '▁' '"' | '"'  = 9
+    with pytest.raises(ValueError, match=r"task pawsx with --seq-length 6: the fixed parts alone need 9 tokens"):
+        PAWSX(spaced_tok, 6, pattern_id=0).encode(Example("v", "en", "The cat.", "A cat.", "1", "f:2"))
+
+
 # ------------------------------------------------------------------------------------------ encoding
 def test_encoding_layout_and_truncation(tok):
     """[CLS] pattern <eos> <sop>; sop at index sep with position (mask_pos, 1); parts tokenized separately;
@@ -289,7 +360,7 @@ def test_encoding_layout_and_truncation(tok):
     assert b["position_id"][0, 0, :n].tolist() == list(range(n)) and b["position_id"][0, 1, :n].abs().sum() == 0
     assert b["label"].tolist() == [1, -1]
 
-    # Truncation: premise (the longer part) shrinks from the end until the whole fits.
+    # Truncation: the hypothesis goes first (mGLM), then the premise shrinks from its end until the whole fits.
     long = Example("w", "en", " ".join(["word"] * 80), "short one", "neutral", "f:3")
     short_len = len(t.encode(Example("w", "en", "", "short one", "neutral", "f:3"))["input_ids"])
     s2 = xnli(tok, seq_length=short_len + 1 + 10).encode(long)

@@ -86,6 +86,9 @@ def test_windows_hand_worked():
     drop = XQuAD(tok, 16, options=QAOptions(qa_na_train="drop")).train_samples([ex])
     assert [s["window"] for s in drop] == [1, 2]
     assert drop[0]["target"] == [tok.vocab["w18"], tok.vocab["w19"], tok.eop_id]
+    # An empty first answer is in no window (mGLM: "answer_tokens_text and ..."): N/A everywhere, not "".
+    blank = QAExample("q2", "en", "who?", CONTEXT, (" ", "w18 w19"), "test")
+    assert [task.window_target(blank, win) for _, win in wins] == [NA, NA, NA, NA]
     # Evaluation windows never depend on the gold answers.
     other = QAExample("q1", "en", "who?", CONTEXT, ("nothing",), "test")
     assert [s["source"] for s in task.eval_samples([ex])] == [s["source"] for s in task.eval_samples([other])]

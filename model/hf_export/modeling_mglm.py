@@ -225,8 +225,9 @@ class MGLMForConditionalGeneration(MGLMPreTrainedModel):
         block positions 1, 2, ...; it ends at ``<|endofpiece|>`` / ``<|endoftext|>`` (not returned) or after
         ``max_new_tokens``. Greedy when ``num_beams == 1``; else beam search: at each step the
         ``2 * num_beams`` best (beam, token) pairs by summed log-probability; an end token among the first
-        ``num_beams`` closes a hypothesis scored ``logprob / length ** length_penalty``; search stops when
-        ``num_beams`` hypotheses exist and no running beam can beat the worst. Recomputes the whole sequence
+        ``num_beams`` closes a hypothesis scored ``logprob / length ** length_penalty`` (length: the tokens before
+        the end token); search stops when ``num_beams`` hypotheses exist and the step's best candidate, divided
+        by (tokens before the step) ** length_penalty, cannot beat the worst (GLM's ``BeamSearchScorer``). Recomputes the whole sequence
         at every step (no cache): meant for checks and small inputs.
         """
         context = [int(t) for t in torch.as_tensor(input_ids).reshape(-1).tolist()]
@@ -273,14 +274,14 @@ class MGLMForConditionalGeneration(MGLMPreTrainedModel):
                 src, token = divmod(i, V)
                 if token in ends:
                     if rank < num_beams:
-                        add(s, beams[src][1], step + 1)
+                        add(s, beams[src][1], step)  # length = the tokens before the end token (GLM)
                 else:
                     running.append((s, beams[src][1] + [token]))
                 if len(running) == num_beams:
                     break
-            best = running[0][0] if running else float("-inf")
+            best = top_s[0].item()  # the best candidate, an end token's included (GLM's is_done)
             if len(finished) >= num_beams and (best == float("-inf")
-                                               or finished[-1][0] >= best / ((step + 1) ** length_penalty)):
+                                               or finished[-1][0] >= best / (max(step, 1) ** length_penalty)):
                 return finished[0][1]
             beams = running
         for s, tokens in beams:
