@@ -52,7 +52,11 @@ _compiled_flex = None
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
     # Uncompiled flex_attention materialises the scores; compiled, it is a fused kernel that skips the
-    # fully masked blocks. Compiled once per process, on first use.
+    # fully masked blocks. Compiled once per process, on first use. Inside a model under torch.compile
+    # (--compile) dynamo traces flex_attention itself: going through the global here would add a guard on
+    # it, which the first call flips, so the whole model would compile twice.
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, block_mask=block_mask)
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
