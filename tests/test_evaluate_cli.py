@@ -208,7 +208,10 @@ def test_xquad_gold_via_cli(tmp_path):
 
 
 def test_import_budget_no_torch(squad_files):
-    """The scorer imports no torch/numpy and its imports take well under a second (``-X importtime``)."""
+    """The scorer imports no torch/numpy/deepspeed/sentencepiece (checked with ``-X importtime``).
+
+    Speed itself is not asserted here (house rule: no timed tests); keeping the heavy libraries out is what
+    makes ``tools/evaluate.py`` start instantly, and that is what this checks."""
     ds, pred = squad_files
     r = run_cli("squad", ds, pred, python_flags=("-X", "importtime"))
     assert r.returncode == 0
@@ -221,8 +224,6 @@ def test_import_budget_no_torch(squad_files):
     assert "tasks.metrics" in imported
     heavy = {m for m in imported if m.split(".")[0] in {"torch", "numpy", "deepspeed", "sentencepiece"}}
     assert not heavy, heavy
-    # everything the process imports, interpreter start-up included; typically ~20-40 ms
-    assert sum(imported.values()) < 1_000_000
 
 
 def test_sys_modules_after_run(squad_files):
