@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from common.errors import DataError
 from tasks.metrics import aggregate_by_language
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
 
     ``columns``: indices, or names looked up in the header line. Rows with fewer than ``min_fields`` fields
     (default: enough for every selected column) or more than ``max_fields`` (default: as many as the header
-    has, or as many as ``columns`` reach without a header) raise ValueError naming file, line and
+    has, or as many as ``columns`` reach without a header) raise DataError naming file, line and
     ``expect``: an extra field is a tab inside a text or a shifted row, and taking the first fields of it
     would silently read the wrong text or label. Completely empty lines carry no data and are passed over.
     """
@@ -62,12 +63,12 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
             try:
                 _, head = next(lines)
             except StopIteration:
-                raise ValueError(f"{path}: empty file; expected a header line ({expect})") from None
+                raise DataError(f"{path}: empty file; expected a header line ({expect})") from None
             names = head.rstrip("\r\n").removeprefix("\ufeff").split("\t")  # a byte-order mark is no name
             if all(isinstance(c, str) for c in columns):
                 missing = [c for c in columns if c not in names]
                 if missing:
-                    raise ValueError(f"{path}:1: header {names} lacks column(s) {missing}; expected {expect}")
+                    raise DataError(f"{path}:1: header {names} lacks column(s) {missing}; expected {expect}")
                 idx = [names.index(c) for c in columns]  # type: ignore[arg-type]
             else:
                 idx = list(columns)  # type: ignore[arg-type]
@@ -81,10 +82,10 @@ def read_tsv(path: Path, columns: Sequence[int] | Sequence[str], header: bool, e
                 continue
             fields = line.split("\t")
             if len(fields) < need:
-                raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated field(s); expected {expect}")
+                raise DataError(f"{path}:{lineno}: {len(fields)} tab-separated field(s); expected {expect}")
             if len(fields) > most:
-                raise ValueError(f"{path}:{lineno}: {len(fields)} tab-separated fields, more than the {most} "
-                                 f"columns of the file (a tab inside a text?); expected {expect}")
+                raise DataError(f"{path}:{lineno}: {len(fields)} tab-separated fields, more than the {most} "
+                                f"columns of the file (a tab inside a text?); expected {expect}")
             yield lineno, [fields[i] if i < len(fields) else "" for i in idx]
 
 
@@ -95,24 +96,24 @@ def utf8_lines(f, path: Path) -> Iterator[tuple[int, str]]:
         try:
             yield lineno, raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason}); "
-                             "expected a UTF-8 file") from None
+            raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start + 1} of the line: {e.reason}); "
+                            "expected a UTF-8 file") from None
 
 
 def read_utf8(path: Path) -> str:
-    """The text of a UTF-8 file; bytes that are not UTF-8 are one ValueError naming the file and line."""
+    """The text of a UTF-8 file; bytes that are not UTF-8 are one DataError naming the file and line."""
     raw = Path(path).read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         lineno = raw.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason}); expected a UTF-8 file") from None
+        raise DataError(f"{path}:{lineno}: not UTF-8 text ({e.reason}); expected a UTF-8 file") from None
 
 
 def check_label(label: str, labels: Sequence[str], where: str) -> str:
     label = label.strip()
     if label not in labels:
-        raise ValueError(f"{where}: unknown label {label!r}; expected one of {list(labels)}")
+        raise DataError(f"{where}: unknown label {label!r}; expected one of {list(labels)}")
     return label
 
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from common.errors import DataError
 from tasks.base import Example, Task, check_label, fit_pet_parts, read_tsv
 
 if TYPE_CHECKING:
@@ -86,9 +87,9 @@ def check_rows(rows: list, path: Path, split: str, lang: str, explicit: bool) ->
     if rows:
         return
     if split == "train":
-        raise ValueError(f"{path}: the training file is empty; expected one example per line")
+        raise DataError(f"{path}: the training file is empty; expected one example per line")
     if explicit:
-        raise ValueError(f"{path}: the {split} file of language {lang!r} is empty (listed by --languages)")
+        raise DataError(f"{path}: the {split} file of language {lang!r} is empty (listed by --languages)")
 
 
 class ClozeClassificationTask(Task):

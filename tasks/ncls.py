@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from common.errors import DataError, UsageError
 from tasks.base import utf8_lines
 from tasks.summarization import (
     DIRECTIONS,
@@ -83,7 +84,7 @@ def detect_direction(data_dir: Path) -> str:
                                 "ZH2ENSUM_{train,valid,test}.txt (NCLS release) or {train,dev,test}.txt "
                                 "(alternating source/summary lines, optionally under en2zh/ or zh2en/)")
     if len(found) > 1:
-        raise ValueError(f"{data_dir}: files of both directions ({'; '.join(f'{k}: {v}' for k, v in found.items())});"
+        raise UsageError(f"{data_dir}: files of both directions ({'; '.join(f'{k}: {v}' for k, v in found.items())});"
                          " pass --ncls-direction en2zh or zh2en")
     return next(iter(found))
 
@@ -149,5 +150,5 @@ class NCLS(SummarizationTask):
         reader = read_ncls_raw if raw else read_alternating
         examples = reader(path, split, d, DIRECTIONS[d][1])
         if not examples:
-            raise ValueError(f"{path}: no examples")
+            raise DataError(f"{path}: no examples")
         return {d: examples}

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from common.errors import DataError
 from tasks.metrics import read_squad_questions
 from tasks.seq2seq import GenerationOptions, GenerationTask
 from training.logging import LOGGER_NAME
@@ -103,10 +104,10 @@ def load_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); expected a SQuAD-format "
-                         'file {"version": ..., "data": [...]}') from None
+        raise DataError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); expected a SQuAD-format "
+                        'file {"version": ..., "data": [...]}') from None
 
 
 def read_squad_file(path: Path, lang: str, require_answers: bool = False,
@@ -115,8 +116,8 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
 
     Structure ``{"data": [{"paragraphs": [{"context": str, "qas": [{"id": str, "question": str,
     "answers": [{"text": str, ...}]}]}]}]}``, read by ``tasks.metrics.read_squad_questions`` (the reader
-    ``tools/evaluate.py`` uses too); anything else raises ValueError naming the file and the JSON path of
-    the first bad value. ``require_answers`` (training): a question without a non-empty answer is an
+    ``tools/evaluate.py`` uses too); anything else raises DataError naming the file and the JSON path of
+    the first bad value (a DataError: the file's content is wrong, not a flag). ``require_answers`` (training): a question without a non-empty answer is an
     error. Otherwise a question whose answers are absent or all empty (XTREME strips test answers that way)
     gets ``answers=()``. ``keep_id(qid) -> bool`` selects questions (TyDiQA's all-language train file).
 
@@ -128,7 +129,13 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     path = Path(path)
     out: list[QAExample] = []
     seen: dict[str, list[str]] = {}  # id -> where it occurs (evaluation files only)
-    for q in read_squad_questions(load_json(path), str(path), scoring=False):
+    try:
+        questions = read_squad_questions(load_json(path), str(path), scoring=False)
+    except DataError:
+        raise
+    except ValueError as e:  # tasks.metrics stays free of our error classes (the evaluate CLI maps them too)
+        raise DataError(str(e)) from None
+    for q in questions:
         if keep_id is not None and not keep_id(q.qid):
             continue
         texts = q.answers
@@ -136,16 +143,16 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
             seen.setdefault(q.qid, []).append(q.where)
         if not any(t.strip() for t in texts):
             if require_answers:
-                raise ValueError(f"{path}: question {q.qid!r} at {q.where} has no answer; every training "
-                                 "question needs one")
+                raise DataError(f"{path}: question {q.qid!r} at {q.where} has no answer; every training "
+                                "question needs one")
             texts = ()
         out.append(QAExample(q.qid, lang, q.question, q.context, texts, f"{path}: {q.where}"))
     repeated = {qid: ws for qid, ws in seen.items() if len(ws) > 1}
     if repeated:
         shown = "; ".join(f"{qid!r} at {', '.join(ws)}" for qid, ws in list(repeated.items())[:5])
         more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
-        raise ValueError(f"{path}: {len(repeated)} question id(s) repeat: {shown}{more}; an evaluation file keys "
-                         "its predictions by question id, so ids must be unique")
+        raise DataError(f"{path}: {len(repeated)} question id(s) repeat: {shown}{more}; an evaluation file keys "
+                        "its predictions by question id, so ids must be unique")
     return out
 
 
@@ -360,5 +367,5 @@ class QATask(GenerationTask):
         out = {k: read_squad_file(files[k], k) for k in keys}
         for k, examples in out.items():
             if languages is not None and not examples:
-                raise ValueError(f"{files[k]}: no questions in the file of language {k!r} (listed by --languages)")
+                raise DataError(f"{files[k]}: no questions in the file of language {k!r} (listed by --languages)")
         return out

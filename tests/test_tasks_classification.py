@@ -9,6 +9,7 @@ from conftest import SAMPLE_TOKENIZER
 from distributed import run_distributed
 from task_fixtures import TASK_DATA, train_task_tokenizer
 
+from common.errors import DataError
 from tasks.registry import TASKS
 
 
@@ -71,17 +72,17 @@ def test_bad_input_errors(tok, tmp_path):
     d = tmp_path / "x"
     d.mkdir()
     (d / "train-en.tsv").write_text("a premise\ta hypothesis\tentailment\nonly one column\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train-en\.tsv:2: 1 tab-separated field\(s\); expected"):
+    with pytest.raises(DataError, match=r"train-en\.tsv:2: 1 tab-separated field\(s\); expected"):
         t.read_split(d, "train", None)
     (d / "train-en.tsv").write_text("p\th\tentailment\np\th\tentails\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train-en\.tsv:2: unknown label 'entails'; expected one of "
                                          r"\['neutral', 'entailment', 'contradiction'\]"):
         t.read_split(d, "train", None)
     (d / "train-en.tsv").write_text("p\th\tentailment\np\th\tneutral\textra\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train-en\.tsv:2: 4 tab-separated fields, more than the 3 columns"):
+    with pytest.raises(DataError, match=r"train-en\.tsv:2: 4 tab-separated fields, more than the 3 columns"):
         t.read_split(d, "train", None)
     (d / "train-en.tsv").write_text("p\th\tentailment\tshifted\n", encoding="utf-8")  # a trailing field too
-    with pytest.raises(ValueError, match=r"train-en\.tsv:1: 4 tab-separated fields"):
+    with pytest.raises(DataError, match=r"train-en\.tsv:1: 4 tab-separated fields"):
         t.read_split(d, "train", None)
     (d / "train-en.tsv").write_text("", encoding="utf-8")
     with pytest.raises(ValueError, match=r"train-en\.tsv: the training file is empty"):
@@ -118,7 +119,7 @@ def test_bad_input_errors(tok, tmp_path):
         PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
     (raw / "train.tsv").write_text("id\tsentence1\tsentence2\tlabel\n1\ta\tb\t1\n2\ta\tb\tc\t0\n",
                                    encoding="utf-8")
-    with pytest.raises(ValueError, match=r"train\.tsv:3: 5 tab-separated fields, more than the 4 columns of the "
+    with pytest.raises(DataError, match=r"train\.tsv:3: 5 tab-separated fields, more than the 4 columns of the "
                                          r"file \(a tab inside a text\?\); expected id, sentence1"):
         PAWSX(tok, 128).read_split(tmp_path / "raw", "train", None)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO, SAMPLE_TOKENIZER, shared_path
 
+from common.errors import DataError
 from tasks.base import language_scores
 from tasks.mlqa import MLQA
 from tasks.qa import NA, QAExample, QAOptions, read_squad_file
@@ -219,17 +220,17 @@ def test_fixtures_read_per_layout(sample_tokenizer):
 def test_bad_input(tmp_path, sample_tokenizer):
     bad = tmp_path / "bad.json"
     bad.write_text('{"data": [', encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad\.json:1:.*not valid JSON"):
+    with pytest.raises(DataError, match=r"bad\.json:1:.*not valid JSON"):
         read_squad_file(bad, "en")
     bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "a", "question": "q", "answers": [{"text": "c"}]}, {"id": "b", "question": 3, "answers": []}]}]}]}))
-    with pytest.raises(ValueError, match=r"bad\.json: .*data\[0\]\.paragraphs\[0\]\.qas\[1\]\.question expected a "
+    with pytest.raises(DataError, match=r"bad\.json: .*data\[0\]\.paragraphs\[0\]\.qas\[1\]\.question expected a "
                                          r"string, got number"):
         read_squad_file(bad, "en")
     bad.write_text(json.dumps({"version": "1.1", "data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "a", "question": "q", "answers": []}]}]}]}))
     assert read_squad_file(bad, "en")[0].answers == ()  # unlabelled at evaluation
-    with pytest.raises(ValueError, match=r"bad\.json: question 'a' at data\[0\]\.paragraphs\[0\]\.qas\[0\] has no "
+    with pytest.raises(DataError, match=r"bad\.json: question 'a' at data\[0\]\.paragraphs\[0\]\.qas\[0\] has no "
                                          "answer"):
         read_squad_file(bad, "en", require_answers=True)
     t = XQuAD(sample_tokenizer, 128)
@@ -281,7 +282,7 @@ def test_repeated_ids_train_versus_evaluation(tmp_path):
     shutil.copy(path, d / "tydiqa-goldp-v1.1-dev" / "tydiqa.goldp.en.dev.json")
     ty = TyDiQA(WordTokenizer(["c", "d"]), 64, options=QAOptions())
     assert len(ty.read_split(d, "train", None)["en"]) == 6
-    with pytest.raises(ValueError, match=r"tydiqa\.goldp\.en\.dev\.json: 2 question id\(s\) repeat"):
+    with pytest.raises(DataError, match=r"tydiqa\.goldp\.en\.dev\.json: 2 question id\(s\) repeat"):
         ty.read_split(d, "dev", None)
 
 
