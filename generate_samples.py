@@ -28,13 +28,15 @@ import sys
 import time
 from pathlib import Path
 
+from common.errors import ArgumentParser
+
 PROG = "generate_samples.py"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from training.arguments import DefaultsHelpFormatter
 
-    p = argparse.ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint",
+    p = ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint",
                                 formatter_class=DefaultsHelpFormatter)
     src = p.add_argument_group("model")
     src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "

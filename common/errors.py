@@ -16,12 +16,15 @@ In a run of several processes (``torch.distributed`` initialised, or ``WORLD_SIZ
 deepspeed launcher) a ``UsageError`` is a check of the command line, which every rank makes identically: it is
 printed by global rank 0 only (the others exit with the same code, silently), instead of once per GPU.
 Every other handled error may be one rank's own (a file missing on one node, one rank's full disk), so it is
-printed by the rank that hit it, prefixed ``[rank N]``.
+printed by the rank that hit it, prefixed ``[rank N]``. Command-line parsing errors follow the same rule:
+the multi-process entry scripts build their parsers from ``ArgumentParser`` below, whose usage message
+appears once (rank 0) instead of once per process.
 This module imports nothing heavy: ``tools/evaluate.py`` has an import-time budget.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -37,6 +40,17 @@ class UsageError(ValueError):
 
 class DataError(ValueError):
     """A file's content is bad (exit 1); the message names the file (and line or field)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that a command-line error is printed by global rank 0 only: every rank
+    parses the same command line, so the other ranks exit with the same code (2) silently."""
+
+    def error(self, message: str):  # type: ignore[override]
+        rank, world = rank_and_world()
+        if world > 1 and rank != 0:
+            sys.exit(EXIT_USAGE)
+        super().error(message)
 
 
 def read_json_object(path: str | os.PathLike, what: str) -> dict:

@@ -33,7 +33,6 @@ and TensorBoard events (or wandb with ``--wandb``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -48,7 +47,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable (mt5.*, tasks.*)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.errors import UsageError, run_cli  # noqa: E402
+from common.errors import ArgumentParser, UsageError, run_cli  # noqa: E402
 from common.progress import report_progress  # noqa: E402
 from mt5.data import Example, load_task, task_sources  # noqa: E402
 from tasks.rouge import rouge_scores, rouge_scores_from_tokens  # noqa: E402
@@ -101,7 +100,7 @@ class FinetuneConfig:
 
 def parse_args(argv: list[str] | None = None) -> FinetuneConfig:
     d = FinetuneConfig("", "")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("task", help="ncls, scisummnet or mtgcrosssum")
     ap.add_argument("subtask", help="e.g. simple, ncls_mixed (scisummnet); multitask, sum2zh, sum2en, sci_eval (ncls)")
     ap.add_argument("--data-dir", default=d.data_dir, help="folder holding scisummnet/, ncls/, mtg_sum/")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from common.errors import UsageError
+from common.errors import ArgumentParser, UsageError
 from tasks import registry
 from training.arguments import FinetuneConfig, build_finetune_parser, finetune_config, validate_finetune
 
@@ -49,7 +49,7 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
 def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
     """Parse, fill the defaults (the finetuning ones, then the task's ``flag_defaults``), refuse the flags
     the task does not own, and validate each option once: the shared ones here, the task's by its class."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--task")
     task = pre.parse_known_args(argv)[0].task
     task_cls = registry.get(task) if task else None  # an unknown name: one line listing the tasks

@@ -435,6 +435,34 @@ def test_errors_of_a_multi_process_run(env, cls, code, expected):
     assert p.returncode == code and p.stderr.splitlines() == expected, p.stderr
 
 
+def _parsers():
+    import generate_samples
+    from tasks.cli import build_parser as finetune_parser
+    from training.arguments import build_parser as pretrain_parser
+
+    return {"pretrain_glm": pretrain_parser(), "finetune_glm": finetune_parser("xnli"),
+            "generate_samples": generate_samples.build_parser()}
+
+
+@pytest.mark.parametrize("name", ["pretrain_glm", "finetune_glm", "generate_samples"])
+@pytest.mark.parametrize("env, usage_printed", [({}, True), ({"RANK": "0", "WORLD_SIZE": "4"}, True),
+                                                ({"RANK": "2", "WORLD_SIZE": "4"}, False)])
+def test_command_line_errors_print_once_per_run(monkeypatch, capsys, name, env, usage_printed):
+    """argparse's own errors (an unknown flag) follow the UsageError rule: under a launcher only global
+    rank 0 prints the usage message; every rank exits 2."""
+    for k in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    parser = _parsers()[name]
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert ("unrecognized arguments: --no-such-flag" in err) is usage_printed, err
+    assert (err == "") is not usage_printed
+
+
 def test_errors_of_a_real_two_process_gloo_run(tmp_path):
     """Two gloo processes (torch.distributed initialised, no launcher env): the shared UsageError is one
     line from rank 0; a DataError of rank 1 alone is its line with [rank 1]."""

@@ -15,6 +15,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from common.errors import ArgumentParser
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -245,7 +247,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, title: str, default
 
 
 def build_parser(description: str = "mglm pretraining") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = ArgumentParser(description=description, allow_abbrev=False)
     add_dataclass_args(p, ModelArgs, "model")
     add_dataclass_args(p, DataArgs, "data")
     add_dataclass_args(p, OptimArgs, "optimizer and schedule")
@@ -467,7 +469,7 @@ def build_finetune_parser(task_help: str, options: Sequence[type] = (), hidden: 
     """The shared finetuning flags, then one group per class in ``options`` (a task's own options, shown in
     ``--help``) and, without help lines, the flags of ``hidden`` (the other tasks' options: parsed so that
     the caller can refuse them by name instead of argparse's bare "unrecognized arguments")."""
-    p = argparse.ArgumentParser(description="mglm finetuning", allow_abbrev=False, epilog=epilog,
+    p = ArgumentParser(description="mglm finetuning", allow_abbrev=False, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(p, ModelArgs, "model")
     add_dataclass_args(p, OptimArgs, "optimizer and schedule", _FINETUNE_DEFAULTS)
