@@ -207,3 +207,24 @@ def test_every_argument_of_every_parser_has_help(module_name: str, argv: list[st
             elif not action.help:
                 missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, f"arguments without help text: {missing}"
+
+
+def test_readme_preprocess_command_runs_with_its_flags(tmp_path, capsys) -> None:
+    """The README's `tools/preprocess_data.py` line, its placeholder paths pointed at the sample data: every
+    flag it shows exists (the tool's flag is --tokenizer-model, as in every other entry point)."""
+    import shlex
+
+    from conftest import SAMPLE_CORPUS, SAMPLE_TOKENIZER
+
+    from tools import preprocess_data
+
+    (line,) = re.findall(r"^python tools/preprocess_data\.py (.*)$", README, flags=re.MULTILINE)
+    assert "--tokenizer-model " in line, line
+    where = {"/data/raw": str(SAMPLE_CORPUS / "de.jsonl"), "/data/stores/mglm": str(tmp_path / "store"),
+             "mglm250k-uni.model": str(SAMPLE_TOKENIZER), "16": "1"}  # one worker: the test machine is small
+    argv = [where.get(word, word) for word in shlex.split(line)]
+    assert sorted(set(where.values()) - set(argv)) == [], (line, argv)
+    summary = preprocess_data.main([*argv, "--no-progress"])
+    capsys.readouterr()
+    assert summary.num_docs == len((SAMPLE_CORPUS / "de.jsonl").read_text(encoding="utf-8").splitlines())
+    assert (tmp_path / "store" / "index.json").is_file()

@@ -93,7 +93,7 @@ def test_preprocessing_log_file_has_no_progress_fragments(tmp_path) -> None:
     env = {**os.environ, "MGLM_PROGRESS_SECONDS": "0"}
     with open(tmp_path / "log", "w") as log:
         subprocess.run([sys.executable, str(REPO / "tools" / "preprocess_data.py"), str(SAMPLE_CORPUS / "de.jsonl"),
-                        "-o", str(tmp_path / "store"), "--tokenizer", str(SAMPLE_TOKENIZER)],
+                        "-o", str(tmp_path / "store"), "--tokenizer-model", str(SAMPLE_TOKENIZER)],
                        stdout=log, stderr=subprocess.STDOUT, env=env, check=True, timeout=120)
     text = (tmp_path / "log").read_text()
     assert "\r" not in text
