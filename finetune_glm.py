@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,7 +116,7 @@ def run(cfg: FinetuneConfig) -> dict:
             loop_cfg = LoopConfig(train_iters=train_iters, grad_accum=gas, log_interval=t.log_interval,
                                   eval_interval=eval_interval, save_interval=save_interval,
                                   exit_signal_save=t.exit_signal_save, tokens_per_sample=f.seq_length,
-                                  progress=sys.stderr.isatty(), objectives=("task",))
+                                  objectives=("task",))
             state = train(engine, parallel_state, loop_cfg, state, schedule, loss_fn, train_batches, save_fn,
                           best.eval_fn, writer, info.rank)
             if state.stopped_by_signal:

@@ -16,7 +16,6 @@ stream, and a resumed run sees exactly the batches the uninterrupted run would h
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -115,7 +114,7 @@ def run(cfg: PretrainConfig) -> dict:
             train_iters=t.train_iters, grad_accum=gas, log_interval=t.log_interval, eval_interval=t.eval_interval,
             save_interval=t.save_interval, exit_signal_save=t.exit_signal_save,
             tokens_per_sample=d.seq_length, flops_per_token=model_flops_per_token(model_config, d.seq_length),
-            peak_flops=setup.peak_flops(device), progress=sys.stderr.isatty(),
+            peak_flops=setup.peak_flops(device),
         )
         t0 = time.time()
         state = train(engine, parallel_state, loop_cfg, state, schedule, loss_fn, train_batches, save_fn, eval_fn,

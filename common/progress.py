@@ -71,7 +71,8 @@ class PlainProgress(_Off):
     """Plain progress lines for a stream that is not a terminal (no carriage returns, no redraws).
 
     A line is written when ``every_s`` seconds have passed since the start or the previous line; ``close``
-    writes a final line only if an earlier one was written. ``clock`` is injectable for tests."""
+    writes a final line only if an earlier one was written and the count moved since the last line.
+    ``clock`` is injectable for tests."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",
                  unit: str = "it", initial: int = 0, stream: TextIO | None = None,
@@ -85,6 +86,7 @@ class PlainProgress(_Off):
         self._t0 = self._last = clock()
         self._postfix = ""
         self._written = 0
+        self._told = True  # the last line written (ours or the caller's, see clear) shows the current count
         self._closed = False
 
     def __iter__(self) -> Iterator:
@@ -95,6 +97,7 @@ class PlainProgress(_Off):
 
     def update(self, n: int = 1) -> None:
         self.n += n
+        self._told = False
         now = self._clock()
         if now - self._last >= self._every:
             self._write(now)
@@ -105,8 +108,15 @@ class PlainProgress(_Off):
     def set_postfix_str(self, text: str = "", refresh: bool = False) -> None:
         self._postfix = text
 
+    def clear(self) -> None:
+        """The caller prints a line of its own now (tqdm erases its bar for it); that line says how far the
+        work is, so the next plain line is due ``every_s`` after it, not after the previous plain one, and
+        ``close`` right after it adds none."""
+        self._last = self._clock()
+        self._told = True
+
     def close(self) -> None:
-        if not self._closed and self._written:
+        if not self._closed and self._written and not self._told:
             self._write(self._clock())
         self._closed = True
 
@@ -127,6 +137,7 @@ class PlainProgress(_Off):
         print(self.line(now), file=stream, flush=True)
         self._last = now
         self._written += 1
+        self._told = True
 
 
 def report_progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",

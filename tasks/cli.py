@@ -50,7 +50,7 @@ def parse_finetune_args(argv: list[str] | None = None) -> FinetuneConfig:
     """Parse, fill the defaults (the finetuning ones, then the task's ``flag_defaults``), refuse the flags
     the task does not own, and validate each option once: the shared ones here, the task's by its class."""
     pre = ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("--task")
+    pre.add_argument("--task", help="the task, read first to build its parser")
     task = pre.parse_known_args(argv)[0].task
     task_cls = registry.get(task) if task else None  # an unknown name: one line listing the tasks
     ns = build_parser(task).parse_args(argv)

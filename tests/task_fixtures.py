@@ -44,7 +44,7 @@ def pretrain_tiny(tokenizer: Path, out_dir: Path, steps: int = 4) -> Path:
     from tools.preprocess_data import main as preprocess
 
     store = out_dir / "store"
-    preprocess([str(SAMPLE_CORPUS), "-o", str(store), "--tokenizer", str(tokenizer), "--no-progress"])
+    preprocess([str(SAMPLE_CORPUS), "-o", str(store), "--tokenizer-model", str(tokenizer), "--no-progress"])
     save = out_dir / "pretrained"
     pretrain_glm.main(["--model-config", str(REPO / "config/model/glm-tiny.json"), "--train-data", str(store),
                        "--tokenizer-model", str(tokenizer), "--seq-length", "64", "--train-iters", str(steps),

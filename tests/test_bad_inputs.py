@@ -119,38 +119,38 @@ def test_debug_env_shows_the_traceback(monkeypatch, capsys):
 # -------------------------------------------------------------------------------- preprocess_data.py
 def test_preprocess_empty_folder(tmp_path, capsys):
     (tmp_path / "in").mkdir()
-    code, line = preprocess_cli([tmp_path / "in", "-o", tmp_path / "o", "--tokenizer", SAMPLE_TOKENIZER], capsys)
+    code, line = preprocess_cli([tmp_path / "in", "-o", tmp_path / "o", "--tokenizer-model", SAMPLE_TOKENIZER], capsys)
     assert code == EXIT_DATA and f"{tmp_path / 'in'}: folder holds no input files" in line
 
 
 def test_preprocess_unknown_input_type(tmp_path, capsys):
     (tmp_path / "a.csv").write_text("x\n")
-    code, line = preprocess_cli([tmp_path / "a.csv", "-o", tmp_path / "o", "--tokenizer", SAMPLE_TOKENIZER], capsys)
+    code, line = preprocess_cli([tmp_path / "a.csv", "-o", tmp_path / "o", "--tokenizer-model", SAMPLE_TOKENIZER], capsys)
     assert code == EXIT_USAGE and f"{tmp_path / 'a.csv'}: unknown input type" in line and ".jsonl" in line
 
 
 def test_preprocess_missing_input(tmp_path, capsys):
-    code, line = preprocess_cli([tmp_path / "nope", "-o", tmp_path / "o", "--tokenizer", SAMPLE_TOKENIZER], capsys)
+    code, line = preprocess_cli([tmp_path / "nope", "-o", tmp_path / "o", "--tokenizer-model", SAMPLE_TOKENIZER], capsys)
     assert code == EXIT_USAGE and line.endswith(f"input not found: {tmp_path / 'nope'}")
 
 
 def test_preprocess_existing_store_and_output_that_is_a_file(store, tmp_path, capsys):
     src = SAMPLE_CORPUS / "en.jsonl"
-    code, line = preprocess_cli([src, "-o", store, "--tokenizer", SAMPLE_TOKENIZER], capsys)
+    code, line = preprocess_cli([src, "-o", store, "--tokenizer-model", SAMPLE_TOKENIZER], capsys)
     assert code == EXIT_USAGE and f"output {store} exists" in line and "--overwrite" in line
     (tmp_path / "f").write_text("x")
     for extra in ([], ["--overwrite"]):
-        code, line = preprocess_cli([src, "-o", tmp_path / "f", "--tokenizer", SAMPLE_TOKENIZER, *extra], capsys)
+        code, line = preprocess_cli([src, "-o", tmp_path / "f", "--tokenizer-model", SAMPLE_TOKENIZER, *extra], capsys)
         assert code == EXIT_USAGE and f"output {tmp_path / 'f'} is a file" in line
     assert (tmp_path / "f").read_text() == "x"
 
 
 def test_preprocess_missing_or_garbage_tokenizer(tmp_path, capsys):
     src = SAMPLE_CORPUS / "en.jsonl"
-    code, line = preprocess_cli([src, "-o", tmp_path / "o", "--tokenizer", tmp_path / "no.model"], capsys)
+    code, line = preprocess_cli([src, "-o", tmp_path / "o", "--tokenizer-model", tmp_path / "no.model"], capsys)
     assert code == EXIT_USAGE and str(tmp_path / "no.model") in line
     (tmp_path / "bad.model").write_bytes(os.urandom(300))
-    code, line = preprocess_cli([src, "-o", tmp_path / "o", "--tokenizer", tmp_path / "bad.model"], capsys)
+    code, line = preprocess_cli([src, "-o", tmp_path / "o", "--tokenizer-model", tmp_path / "bad.model"], capsys)
     assert code == EXIT_DATA and f"{tmp_path / 'bad.model'} is not a valid sentencepiece model" in line
     assert not (tmp_path / "o").exists()
 
@@ -160,7 +160,7 @@ def test_preprocess_damaged_gzip_names_the_file(tmp_path, capsys):
     (tmp_path / "en.jsonl.gz").write_bytes(data[: len(data) // 2])  # truncated stream
     (tmp_path / "de.jsonl.gz").write_bytes(b"not gzip at all")
     for name in ("en.jsonl.gz", "de.jsonl.gz"):
-        code, line = preprocess_cli([tmp_path / name, "-o", tmp_path / "o", "--tokenizer", SAMPLE_TOKENIZER], capsys)
+        code, line = preprocess_cli([tmp_path / name, "-o", tmp_path / "o", "--tokenizer-model", SAMPLE_TOKENIZER], capsys)
         assert code == EXIT_DATA and f"{tmp_path / name}: cannot read it" in line
         assert not (tmp_path / "o").exists()
 
@@ -182,7 +182,7 @@ def test_preprocess_non_utf8_line_is_named_and_counted(tmp_path, caplog):
 def test_preprocess_subprocess_exit_code_and_no_traceback(tmp_path):
     """The real script: exit 1 and one line for a data error; MGLM_DEBUG=1 adds the traceback."""
     (tmp_path / "in").mkdir()
-    cmd = [PY, "tools/preprocess_data.py", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--tokenizer",
+    cmd = [PY, "tools/preprocess_data.py", str(tmp_path / "in"), "-o", str(tmp_path / "o"), "--tokenizer-model",
            str(SAMPLE_TOKENIZER)]
     env = {k: v for k, v in os.environ.items() if k != "MGLM_DEBUG"}
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
@@ -191,7 +191,7 @@ def test_preprocess_subprocess_exit_code_and_no_traceback(tmp_path):
         ".txt.gz, .json.gz)"], p.stderr
     p = subprocess.run(cmd, cwd=REPO, env={**env, "MGLM_DEBUG": "1"}, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "Traceback" in p.stderr and "folder holds no input files" in p.stderr
-    p = subprocess.run(cmd[:2] + [str(tmp_path / "in"), "--tokenizer", str(SAMPLE_TOKENIZER)], cwd=REPO, env=env,
+    p = subprocess.run(cmd[:2] + [str(tmp_path / "in"), "--tokenizer-model", str(SAMPLE_TOKENIZER)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)  # argparse: -o missing
     assert p.returncode == 2 and "Traceback" not in p.stderr
 

@@ -7,6 +7,7 @@ cannot see a script that fails to import its own packages when started as ``pyth
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
@@ -157,3 +158,73 @@ def test_every_tool_flag_has_help(script: str) -> None:
     assert "-h" in entries
     missing = sorted(flag for flag, text in entries.items() if not text)
     assert not missing, f"{script} --help: flags without help text: {missing}"
+
+
+def _parsers_built_by(module_name: str, argv: list[str], monkeypatch, capsys) -> list[argparse.ArgumentParser]:
+    """Every ArgumentParser that ``module.main(argv)`` parses with (argv ends in --help, so main stops
+    there), and the sub-command parsers under them."""
+    import importlib
+
+    seen: list[argparse.ArgumentParser] = []
+    original = argparse.ArgumentParser.parse_known_args
+
+    def recording(self, *args, **kwargs):
+        seen.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", recording)
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module_name).main(argv)
+    capsys.readouterr()
+    assert stop.value.code == 0 and seen, f"{module_name}.main({argv}) did not show its help"
+    parsers = []
+    while seen:
+        p = seen.pop()
+        parsers.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                seen.extend(action.choices.values())
+    return parsers
+
+
+def _help_argvs() -> list[tuple[str, list[str]]]:
+    from tasks import registry
+
+    modules = ["pretrain_glm", "finetune_glm", "generate_samples", "mt5.finetune_mt5"]
+    modules += [t[:-3].replace("/", ".") for t in TOOLS]
+    return [(m, ["--help"]) for m in modules] + [("finetune_glm", ["--task", t, "--help"]) for t in registry.TASKS]
+
+
+@pytest.mark.parametrize(("module_name", "argv"), _help_argvs(), ids=lambda x: " ".join(x) if isinstance(x, list) else x)
+def test_every_argument_of_every_parser_has_help(module_name: str, argv: list[str], monkeypatch, capsys) -> None:
+    """Positionals included (the --help text tests above see only options): every action of every parser
+    an entry point builds, sub-commands and their arguments too, explains itself."""
+    missing = []
+    for parser in _parsers_built_by(module_name, argv, monkeypatch, capsys):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{parser.prog} {c.dest}" for c in action._choices_actions if not c.help]
+            elif not action.help:
+                missing.append(f"{parser.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, f"arguments without help text: {missing}"
+
+
+def test_readme_preprocess_command_runs_with_its_flags(tmp_path, capsys) -> None:
+    """The README's `tools/preprocess_data.py` line, its placeholder paths pointed at the sample data: every
+    flag it shows exists (the tool's flag is --tokenizer-model, as in every other entry point)."""
+    import shlex
+
+    from conftest import SAMPLE_CORPUS, SAMPLE_TOKENIZER
+
+    from tools import preprocess_data
+
+    (line,) = re.findall(r"^python tools/preprocess_data\.py (.*)$", README, flags=re.MULTILINE)
+    assert "--tokenizer-model " in line, line
+    where = {"/data/raw": str(SAMPLE_CORPUS / "de.jsonl"), "/data/stores/mglm": str(tmp_path / "store"),
+             "mglm250k-uni.model": str(SAMPLE_TOKENIZER), "16": "1"}  # one worker: the test machine is small
+    argv = [where.get(word, word) for word in shlex.split(line)]
+    assert sorted(set(where.values()) - set(argv)) == [], (line, argv)
+    summary = preprocess_data.main([*argv, "--no-progress"])
+    capsys.readouterr()
+    assert summary.num_docs == len((SAMPLE_CORPUS / "de.jsonl").read_text(encoding="utf-8").splitlines())
+    assert (tmp_path / "store" / "index.json").is_file()

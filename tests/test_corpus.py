@@ -18,7 +18,7 @@ DE_DOCS = ["Der Hund schläft im Garten.", "Morgen regnet es wieder!"]
 
 
 def run(tmp_path, model, inputs, out="store", extra=()):
-    argv = [*map(str, inputs), "--tokenizer", str(model), "-o", str(tmp_path / out), "--no-progress", *extra]
+    argv = [*map(str, inputs), "--tokenizer-model", str(model), "-o", str(tmp_path / out), "--no-progress", *extra]
     return preprocess_data.main(argv)
 
 

@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("gen")
     store = tmp / "store" / "sample"
-    preprocess([str(SAMPLE_CORPUS), "-o", str(store), "--tokenizer", str(SAMPLE_TOKENIZER), "--no-progress"])
+    preprocess([str(SAMPLE_CORPUS), "-o", str(store), "--tokenizer-model", str(SAMPLE_TOKENIZER), "--no-progress"])
     save = tmp / "ck"
     cmd = [PY, "pretrain_glm.py", "--model-config", "config/model/glm-tiny.json", "--train-data", str(store),
            "--seq-length", "64", "--train-iters", "4", "--log-interval", "4", "--eval-interval", "1000",

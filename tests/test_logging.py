@@ -68,3 +68,23 @@ def test_a_restarted_writer_never_reuses_the_previous_event_file(tmp_path):
     second.close()
     files = list(tmp_path.glob("events.out.tfevents*"))
     assert len(files) == 2 and old.stat().st_size == size
+
+
+def test_rates_print_to_three_significant_figures_and_json_keeps_them_whole(tmp_path):
+    """ms_per_step used to print 4 decimals below 100 ms and 1 above (95.1234 next to 255.3)."""
+    from training.logging import format_line
+
+    def shown(line: str, key: str) -> str:
+        return dict(part.split(" ", 1) for part in line.split(" | ")[1:])[key]
+
+    cases = {95.12345: "95.1", 255.34: "255", 1234.56: "1235", 8.1234: "8.12", 0.0123456: "0.0123"}
+    for value, text in cases.items():
+        line = format_line(3, 10, {"loss": 5.4321, "ms_per_step": value, "tokens_per_s": value * 10})
+        assert shown(line, "ms_per_step") == text, line
+        assert shown(line, "loss") == "5.4321"
+    assert shown(format_line(1, 1, {"tokens_per_s": 8123.7}), "tokens_per_s") == "8124"
+    w = MetricsWriter(tmp_path, rank=0, tensorboard=False)
+    w.scalars("train", {"ms_per_step": 95.12345, "tokens_per_s": 8123.7}, step=1)
+    w.close()
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert row["ms_per_step"] == 95.12345 and row["tokens_per_s"] == 8123.7

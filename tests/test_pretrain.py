@@ -29,7 +29,7 @@ def store(tmp_path_factory):
     from tools.preprocess_data import main as preprocess
 
     out = tmp_path_factory.mktemp("store") / "sample"
-    preprocess([str(SAMPLE_CORPUS), "-o", str(out), "--tokenizer", str(SAMPLE_TOKENIZER), "--no-progress"])
+    preprocess([str(SAMPLE_CORPUS), "-o", str(out), "--tokenizer-model", str(SAMPLE_TOKENIZER), "--no-progress"])
     return out
 
 

@@ -93,8 +93,69 @@ def test_preprocessing_log_file_has_no_progress_fragments(tmp_path) -> None:
     env = {**os.environ, "MGLM_PROGRESS_SECONDS": "0"}
     with open(tmp_path / "log", "w") as log:
         subprocess.run([sys.executable, str(REPO / "tools" / "preprocess_data.py"), str(SAMPLE_CORPUS / "de.jsonl"),
-                        "-o", str(tmp_path / "store"), "--tokenizer", str(SAMPLE_TOKENIZER)],
+                        "-o", str(tmp_path / "store"), "--tokenizer-model", str(SAMPLE_TOKENIZER)],
                        stdout=log, stderr=subprocess.STDOUT, env=env, check=True, timeout=120)
     text = (tmp_path / "log").read_text()
     assert "\r" not in text
     assert any(line.startswith("tokenizing: ") and " doc, " in line for line in text.splitlines()), text
+
+
+def test_a_line_of_the_caller_postpones_the_next_plain_line() -> None:
+    """The training loop's own log lines say how far it is: a plain line is due 30 s after the last line
+    of either kind, so frequent log lines get no progress lines in between."""
+    out, clock = io.StringIO(), _Clock()
+    bar = PlainProgress(total=100, desc="train", unit="step", stream=out, every_s=30.0, clock=clock)
+    clock.t += 25.0
+    bar.update(1)
+    bar.clear()  # the loop prints its interval line at 25 s
+    clock.t += 25.0
+    bar.update(1)  # 50 s: 30 s since the start, but only 25 s since the log line
+    assert out.getvalue() == ""
+    clock.t += 6.0
+    bar.update(1)
+    assert out.getvalue() == "train: 3/100 step (3%), 56s elapsed, ~1811s left\n"
+    clock.t += 10.0
+    bar.update(1)
+    bar.clear()  # the loop's last line says where it ended: closing adds none
+    bar.close()
+    assert out.getvalue().count("\n") == 1
+
+
+class _Engine:
+    """The engine interface the loop drives, with nothing behind it."""
+
+    def train(self) -> None:
+        pass
+
+    def backward(self, loss) -> None:
+        pass
+
+    def step(self, lr: float):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(boundary=True, grad_norm=1.0, loss_scale=None, applied=True)
+
+
+def test_training_loop_reports_progress_in_a_log_file_before_its_first_log_line(capsys, monkeypatch) -> None:
+    """Under nohup / a cluster's job log the steps before the first --log-interval line used to print
+    nothing (the bar was for terminals only): now plain lines, no carriage returns."""
+    import torch
+
+    from training.loop import LoopConfig, LoopState, train
+
+    monkeypatch.setenv("MGLM_PROGRESS_SECONDS", "0")  # a line per step: the test cannot wait 30 s
+
+    def batches(start: int):
+        while True:
+            yield {"text": torch.zeros(1, 4, dtype=torch.long)}
+
+    cfg = LoopConfig(train_iters=6, log_interval=4, eval_interval=100, save_interval=100, exit_signal_save=False,
+                     objectives=("task",))
+    state = train(_Engine(), ParallelState.single(), cfg, LoopState(), lambda step: 1e-3,
+                  lambda eng, batch: (torch.tensor(2.0), "task"), batches)
+    captured = capsys.readouterr()
+    assert state.step == 6 and "step 4/6 | loss 2.0000" in captured.out
+    assert "\r" not in captured.err
+    lines = captured.err.splitlines()
+    assert lines[0].startswith("train: 1/6 step (17%), 0s elapsed") and lines[0].endswith("loss=2.0000"), lines
+    assert lines[-1].startswith("train: 6/6 step (100%)"), lines

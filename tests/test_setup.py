@@ -69,7 +69,7 @@ def test_resumed_finetune_of_a_dblock_model_keeps_the_token(tmp_path):
     from training import setup
 
     tok = train_task_tokenizer(tmp_path / "tok")
-    preprocess([str(REPO / "data/sample/corpus"), "-o", str(tmp_path / "store"), "--tokenizer", str(tok),
+    preprocess([str(REPO / "data/sample/corpus"), "-o", str(tmp_path / "store"), "--tokenizer-model", str(tok),
                 "--no-progress"])
     pre = tmp_path / "pre"
     pretrain_glm.main(["--model-config", str(REPO / "config/model/glm-tiny.json"), "--train-data",

@@ -101,8 +101,8 @@ def change_mp(ckpt_dir: str | Path, target_tp: int, out_dir: str | Path | None =
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ckpt_dir")
-    parser.add_argument("target_tp", type=int)
+    parser.add_argument("ckpt_dir", help="checkpoint folder to reshard (the --save of a run, holding `latest`)")
+    parser.add_argument("target_tp", type=int, help="tensor-parallel size to write (it or the source size must divide the other)")
     parser.add_argument("--out", default=None, help="output directory (default: <ckpt_dir>_MP<target>)")
     parser.add_argument("--tag", default=None, help="checkpoint tag (default: read from <ckpt_dir>/latest)")
     parser.add_argument("--trust-checkpoint", action="store_true",

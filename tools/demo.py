@@ -67,7 +67,7 @@ def step_store(out: Path, tokenizer: Path) -> Path:
 
     print("== 2. tokenized store: tools/preprocess_data.py data/sample/corpus", flush=True)
     store = out / "store"
-    preprocess([str(REPO / "data/sample/corpus"), "-o", str(store), "--tokenizer", str(tokenizer), "--overwrite",
+    preprocess([str(REPO / "data/sample/corpus"), "-o", str(store), "--tokenizer-model", str(tokenizer), "--overwrite",
                 "--no-progress"])
     return store
 

@@ -1,6 +1,6 @@
 """Tokenize raw multilingual corpora into mglm's memory-mapped token store (one per language).
 
-    python tools/preprocess_data.py data/sample/corpus --tokenizer data/sample/tokenizer/mglm-sample.model \\
+    python tools/preprocess_data.py data/sample/corpus --tokenizer-model data/sample/tokenizer/mglm-sample.model \\
         --output data/sample/store --workers 4
 
 Inputs: JSONL (``{"text": ..., "lang": ...}``), plain text (blank-line-separated documents), and the
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     ap.add_argument("inputs", nargs="+", help="input files or folders (.jsonl[.gz], .txt[.gz], <lang>_*.json.gz)")
     ap.add_argument("--output", "-o", required=True, help="store folder to create")
-    ap.add_argument("--tokenizer", required=True, help="sentencepiece .model file")
+    ap.add_argument("--tokenizer-model", required=True, help="sentencepiece .model file")
     ap.add_argument("--lang", default=None, help="language of every input (overrides file names)")
     ap.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     ap.add_argument("--chunk-docs", type=int, default=1024, help="documents per work item")
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> PreprocessSummary:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = preprocess(
-        a.inputs, a.output, a.tokenizer, lang=a.lang, workers=a.workers, chunk_docs=a.chunk_docs,
+        a.inputs, a.output, a.tokenizer_model, lang=a.lang, workers=a.workers, chunk_docs=a.chunk_docs,
         progress=a.progress, overwrite=a.overwrite,
     )
     print(summary.format(), flush=True)

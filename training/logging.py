@@ -101,13 +101,29 @@ def _drop_rows_from(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+RATES = ("ms_per_step", "tokens_per_s")  # shown to 3 significant figures (timings are noisy beyond that)
+
+
+def significant(v: float, figures: int = 3) -> str:
+    """``v`` to ``figures`` significant figures in positional notation, the digits before the point never
+    rounded away: 0.00812, 8.12, 81.2, 812, 8124 (for 3). The decimals are ``figures - 1 - floor(log10|v|)``,
+    at least 0."""
+    if v == 0.0 or not math.isfinite(v):
+        return f"{v:.0f}"  # 0, nan, inf
+    return f"{v:.{max(0, figures - 1 - math.floor(math.log10(abs(v))))}f}"
+
+
 def format_line(step: int, total: int, values: dict[str, float | None]) -> str:
-    """``step 120/1000 | loss 5.4321 | lr 1.000e-04 | ...`` with sensible number formats."""
+    """``step 120/1000 | loss 5.4321 | lr 1.000e-04 | ... | ms_per_step 255`` with sensible number formats:
+    the rates in ``RATES`` to 3 significant figures, lr and tiny values in exponent form, others 4 decimals
+    (1 from 100 up). Only the printed line is rounded; TensorBoard and metrics.jsonl get the values as they are."""
     parts = [f"step {step}/{total}"]
     for k, v in values.items():
         if v is None:
             continue
-        if isinstance(v, float) and (k == "lr" or abs(v) < 1e-3 and v != 0.0):
+        if isinstance(v, float) and k in RATES:
+            parts.append(f"{k} {significant(v)}")
+        elif isinstance(v, float) and (k == "lr" or abs(v) < 1e-3 and v != 0.0):
             parts.append(f"{k} {v:.3e}")
         elif isinstance(v, float):
             parts.append(f"{k} {v:.4f}" if abs(v) < 100 else f"{k} {v:.1f}")

@@ -105,9 +105,11 @@ def train(
     t_interval = time.perf_counter()
     steps_in_interval = 0
     tokens_in_interval = 0
-    # A bar on a terminal only: in a log file the interval lines below already report the progress.
+    # A bar on a terminal; in a log file (nohup, a cluster's job log) a plain line every 30 s
+    # (MGLM_PROGRESS_SECONDS) when no log line came in between, so the steps before the first
+    # --log-interval line are not silent and frequent log lines get no extra ones.
     bar = report_progress(total=cfg.train_iters, initial=state.step, desc="train", unit="step",
-                          enabled=cfg.progress and rank == 0, plain=False, mininterval=1.0, leave=False)
+                          enabled=cfg.progress and rank == 0, mininterval=1.0, leave=False)
     engine.train()
     with _SignalFlag(cfg.exit_signal_save) as flag:
         while state.step < cfg.train_iters:
@@ -143,9 +145,8 @@ def train(
                 norms.append(result.grad_norm)
             scale = result.loss_scale
             skipped += 0 if result.applied else 1
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
+            bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)  # first: a line that update writes shows it
+            bar.update(1)
 
             if state.step % cfg.log_interval == 0 or state.step == cfg.train_iters:
                 elapsed = time.perf_counter() - t_interval
@@ -163,8 +164,7 @@ def train(
                 if cfg.peak_flops > 0 and cfg.flops_per_token > 0:
                     world = parallel_state.dp_size * parallel_state.tp_size
                     values["mfu"] = tokens_s * cfg.flops_per_token / (cfg.peak_flops * world)
-                if bar is not None:
-                    bar.clear()
+                bar.clear()
                 log.info(format_line(state.step, cfg.train_iters, values))
                 writer.scalars("train", values, state.step)
                 state.history.append({"step": state.step, **{k: v for k, v in values.items() if v is not None}})
@@ -178,8 +178,7 @@ def train(
                 state.last_eval = eval_fn(state.step)
                 engine.train()
                 writer.scalars("valid", state.last_eval, state.step)
-                if bar is not None:
-                    bar.clear()
+                bar.clear()
                 log.info(format_line(state.step, cfg.train_iters, {f"valid_{k}": v for k, v in state.last_eval.items()}))
 
             stop = _agree(flag.hit)
@@ -189,8 +188,7 @@ def train(
                 log.warning(f"stopping at step {state.step} on SIGTERM/SIGINT (checkpoint saved: {save_fn is not None})")
                 state.stopped_by_signal = True
                 break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return state
 
 
