@@ -205,7 +205,7 @@ def timed_case(model: GLMModel, opt: torch.optim.Optimizer, cfg: GLMConfig, seq:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         _sync(device)
         t = time.perf_counter()
         loss = step()
