@@ -90,6 +90,9 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sep: Any,
       mask aligned to the bottom right (``causal_lower_right``). Two SDPA calls per run of equal ``sep``,
       no [L, K] mask, and Part-A queries skip the Part-B keys. Each query row's softmax is the one of the
       dense mask (the masked entries have probability exactly 0 in fp32 either way).
+    - the runs ``sep_runs(sep, L)`` of such a ``sep`` (a list): the same, with ``sep`` already read on the
+      host (``GLMTransformer`` reads it once per forward, not once per layer: one device sync, not one per
+      layer, and under torch.compile one graph break instead of one per layer).
     - a bool mask [B or 1, 1, L, K] (True = attend): SDPA with it (right-padded decoding batches).
     - a FlexAttention ``BlockMask`` (``model.masks.prefix_lm_block_mask``, CUDA): ``flex_attention``.
     Equal to GLM's ``scores*m + (-65504)*(1-m)`` formulation: every row sees at least its own column. GLM's
@@ -101,17 +104,19 @@ def attention_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sep: Any,
         if dropout_p > 0.0:
             raise ValueError("flex_attention has no attention dropout; pass sep [B] when dropout_p > 0")
         return _flex(q, k, v, sep)
-    if sep.dim() == 4:
+    if torch.is_tensor(sep) and sep.dim() == 4:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=sep, dropout_p=dropout_p)
     from torch.nn.attention.bias import causal_lower_right
 
     B, L, K = q.size(0), q.size(2), k.size(2)
     offset = K - L
-    sep = sep.reshape(-1)
-    if sep.numel() == 1:
-        sep = sep.expand(B)
+    if isinstance(sep, list):
+        runs = sep
+    else:
+        sep = sep.reshape(-1)
+        runs = sep_runs(sep.expand(B) if sep.numel() == 1 else sep, L)
     rows = []
-    for b0, b1, s in sep_runs(sep, L):
+    for b0, b1, s in runs:
         qb, kb, vb = q[b0:b1], k[b0:b1], v[b0:b1]
         parts = []
         if s > 0:  # Part A: bidirectional over the cache and Part A
@@ -346,8 +351,9 @@ class GLMTransformer(nn.Module):
 
     def _attention_input(self, sep: torch.Tensor, B: int, L: int, offset: int) -> Any:
         """What every layer's ``attention_core`` gets, built once for all layers: on CUDA a FlexAttention
-        block mask (``sep`` [B] itself, for the split SDPA path, under attention dropout); on the CPU the
-        bool mask [B, 1, L, K] of ``sep`` (``CPU_SEP_KERNEL``); a caller's full mask: its last K columns."""
+        block mask (under attention dropout the runs ``sep_runs`` of ``sep``, read on the host here once, for
+        the split SDPA path); on the CPU the bool mask [B, 1, L, K] of ``sep`` (``CPU_SEP_KERNEL``); a
+        caller's full mask: its last K columns."""
         if sep.dim() > 1:
             return normalize_attention_mask(sep, L, offset + L)  # [B|1, 1, L, K]
         sep = sep.reshape(-1)
@@ -360,7 +366,7 @@ class GLMTransformer(nn.Module):
             return prefix_lm_block_mask(sep, offset, L, B)
         if not sep.is_cuda and CPU_SEP_KERNEL == "dense":
             return sep_attention_mask(sep, L, offset + L)  # [B, 1, L, K]
-        return sep
+        return sep_runs(sep, L)
 
     def _run_layers(self, start: int, end: int, attn: Any):
         def run(hidden: torch.Tensor) -> torch.Tensor:

@@ -169,3 +169,21 @@ def test_cuda_attention_kernels_equal_dense_long_sequence() -> None:
     split_out = attention_core(q, k, v, sep.cuda())
     torch.testing.assert_close(flex_out, ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(split_out, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_split_path_reads_sep_once_per_forward(checkpointing: bool, monkeypatch) -> None:
+    """The split SDPA path (CUDA under attention dropout) reads ``sep`` on the host once per forward and
+    backward, not once per layer: on a GPU each read is a device -> host sync (24 per step on mglm-1b)."""
+    monkeypatch.setattr(glm, "CPU_SEP_KERNEL", "split")
+    reads = []
+
+    def counting_runs(sep, query_len):
+        reads.append(query_len)
+        return sep_runs(sep, query_len)
+
+    monkeypatch.setattr(glm, "sep_runs", counting_runs)
+    ids, pos, sep, loss_mask = _model_batch()
+    model = GLMModel(GLMConfig(**{**CFG, "num_layers": 3}, checkpoint_activations=checkpointing), init_seed=9)
+    glm_lm_loss(model.train()(ids, pos, sep)[0], ids.roll(-1, 1), loss_mask).backward()
+    assert reads == [ids.size(1)]

@@ -186,3 +186,13 @@ def test_cpu_default_optimizer_is_torch_adamw(single_process_group, monkeypatch)
         inner = getattr(engine.optimizer, "optimizer", engine.optimizer)
         assert isinstance(inner, torch.optim.AdamW), (stage, type(inner))
         assert ds == {"zero_optimization": {"stage": stage}}
+
+
+def test_torch_engine_fuses_adamw_only_when_every_parameter_is_on_cuda():
+    """CPU parameters keep torch's default AdamW loop (``fused`` unset); tests/test_gpu.py checks that CUDA
+    parameters get the fused kernel and the same weights."""
+    from training.engine import TorchEngine
+
+    model = make_model()
+    engine = TorchEngine(model, groups(model), ParallelState.single(), lr=1e-3)
+    assert engine.optimizer.defaults["fused"] is None

@@ -75,7 +75,9 @@ class TorchEngine:
         self.grad_accum = grad_accum
         self.bf16 = bf16
         self.device = device or torch.device("cpu")
-        self.optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)
+        # One fused kernel for all parameters on CUDA (same AdamW math); elsewhere torch's default loop.
+        fused = all(p.is_cuda for g in param_groups for p in g["params"]) or None
+        self.optimizer = torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
         self.micro_step = 0
         self.global_steps = 0
 
