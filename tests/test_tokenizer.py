@@ -338,3 +338,16 @@ def test_train_tokenizer_progress_report(tmp_path, capfd):
     printed = capfd.readouterr()
     assert "EM sub_iter=" not in printed.err
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_train_tokenizer_error_names_this_tools_flags(tmp_path):
+    """Too few pieces for the corpus's characters: sentencepiece says `vocab_size` / `--character_coverage`;
+    the user types --vocab-size / --character-coverage, so the line says those (and not 10 file names)."""
+    from tools.train_tokenizer import train
+
+    with pytest.raises(ValueError) as err:
+        train([str(SAMPLE_CORPUS)], str(tmp_path / "m"), vocab_size=300)
+    text = str(err.value)
+    assert "Increase --vocab-size or decrease --character-coverage." in text, text
+    assert "character_coverage" not in text and "vocab_size" not in text
+    assert f"10 files ({SAMPLE_CORPUS / 'ar.jsonl'}, ...)" in text

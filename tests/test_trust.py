@@ -655,3 +655,21 @@ def test_garbage_weights_rng_and_meta_files_are_one_line_naming_them(store, run6
     (tag_dir / "meta.json").write_text('{"step": 6,\n "tp_size": 1,,}')
     with pytest.raises(ckpt.DamagedCheckpointError, match=f"{tag_dir / 'meta.json'}:2: not valid JSON"):
         pretrain_glm.main(pretrain_args(store, tmp_path / "c", 8, "--load", str(tag_dir)))
+
+
+def test_lock_is_free_right_after_kill_9_of_a_holder_with_a_forked_child(tmp_path):
+    """A run killed with -9 while its data-loader worker (a forked child) lives: the child's copy of the
+    lock descriptor used to keep the lock held, so the README's immediate `--load` resume was refused
+    naming a pid that no longer existed."""
+    save = tmp_path / "save"
+    code = (f"import os, signal, sys, time; sys.path.insert(0, {str(REPO)!r})\n"
+            "from training.checkpoint import SaveLock\n"
+            f"SaveLock({str(save)!r}).acquire()\n"
+            "if os.fork() == 0:\n    time.sleep(20)\n    os._exit(0)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    child_alive = subprocess.run([PY, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 timeout=60)
+    assert child_alive.returncode == -9
+    lock = ckpt.SaveLock(save)
+    lock.acquire()  # raised SaveDirLocked for the 20 s the orphaned child slept
+    lock.release()

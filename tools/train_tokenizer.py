@@ -118,6 +118,15 @@ def sentencepiece_progress(t0: float) -> Iterator[None]:
         os.close(saved)
 
 
+def our_flags(message: str) -> str:
+    """sentencepiece's error text with its option names (``vocab_size``, ``--character_coverage``) spelled as
+    this tool's flags, which are what the user can change."""
+    message = message.strip().replace(" with --character_coverage option", "")
+    for option in ("vocab_size", "character_coverage"):
+        message = re.sub(rf"(?<![\w-])(?:--)?{option}\b", "--" + option.replace("_", "-"), message)
+    return message
+
+
 def as_piece(symbol: str) -> str:
     """A string as the sentencepiece piece that matches it in text: spaces become the meta symbol "▁"
     (" True" -> "▁True", which is what sentencepiece makes of "True" after a space or at the start)."""
@@ -198,8 +207,8 @@ def train(
                     minloglevel=0 if verbose or report else 2,
                 )
         except RuntimeError as e:  # sentencepiece's C++ errors, e.g. "Vocabulary size too high (N)"
-            raise ValueError(f"sentencepiece could not train on {', '.join(map(str, files))}: "
-                             f"{str(e).split('] ')[-1].strip()}") from None
+            what = ", ".join(map(str, files)) if len(files) <= 3 else f"{len(files)} files ({files[0]}, ...)"
+            raise ValueError(f"sentencepiece could not train on {what}: {our_flags(str(e).split('] ')[-1])}") from None
     model = out.with_name(out.name + ".model")
     _strip_paths(model, out.name)
     print(f"[train_tokenizer] wrote {model} ({os.path.getsize(model)} bytes) in {time.time() - t0:.1f}s", flush=True)

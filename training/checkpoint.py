@@ -640,6 +640,15 @@ class SaveLock:
         os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
         self._fd = fd
+        # A forked child (a data-loader worker) shares the lock through its copy of the descriptor: after a
+        # kill -9 of this process the lock would stay held until the child noticed and exited, refusing an
+        # immediate resume. The child closes its copy (no LOCK_UN: that would unlock this process too).
+        os.register_at_fork(after_in_child=self._forget_in_child)
+
+    def _forget_in_child(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def release(self) -> None:
         if self._fd is not None:
