@@ -208,11 +208,13 @@ def _fill_interactive(a: argparse.Namespace, fill, candidates, tokenizer, rank: 
     import torch.distributed as dist
 
     counts = {"prompts": 0, "blanks": 0, "generated_tokens": 0}
+    ask = rank == 0 and sys.stdin.isatty()  # prompts piped in (echo ... |) get no "Prompt >>>" in the output
     while True:
         text = None
         if rank == 0:
-            print("Prompt with [MASK]/[sMASK]/[gMASK] (empty line or Ctrl-D to stop) >>> ",
-                  end="", file=sys.stderr, flush=True)
+            if ask:
+                print("Prompt with [MASK]/[sMASK]/[gMASK] (empty line or Ctrl-D to stop) >>> ",
+                      end="", file=sys.stderr, flush=True)
             try:
                 line = sys.stdin.readline()
             except KeyboardInterrupt:
@@ -223,8 +225,8 @@ def _fill_interactive(a: argparse.Namespace, fill, candidates, tokenizer, rank: 
             dist.broadcast_object_list(box, src=0)
             text = box[0]
         if not text.strip():
-            if rank == 0:
-                print(file=sys.stderr)
+            if ask:
+                print(file=sys.stderr)  # end the prompt's line
             return counts
         printer = Printer(tokenizer, sys.stdout, enabled=rank == 0 and not a.no_stream)
         try:

@@ -105,6 +105,7 @@ def test_interactive_streams_and_stops_at_end_of_input(checkpoint):
     p = _interactive(checkpoint, "\n".join(PROMPTS) + "\n")  # then end of input (Ctrl-D)
     assert p.returncode == 0, p.stderr
     assert "Traceback" not in p.stderr
+    assert ">>>" not in p.stderr + p.stdout  # stdin is a pipe: no interactive prompt text in the output
     filled = [line[len("Filled: "):] for line in p.stdout.splitlines() if line.startswith("Filled: ")]
     assert filled == _reference_fill(checkpoint, PROMPTS, max_new_tokens=5, min_new_tokens=2)
     streamed = [line for line in p.stdout.splitlines() if line.startswith("[blank 1] ")]
