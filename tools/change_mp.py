@@ -9,8 +9,6 @@ here) with a warning.
 
 The source files are verified against their ``meta.json`` (our checkpoints) and read weights-only
 (``--trust-checkpoint`` vouches for a file that needs more); the output's ``meta.json`` records its own files.
-
-Usage: python tools/change_mp.py CKPT_DIR TARGET_TP [--out OUT_DIR] [--tag TAG] [--trust-checkpoint]
 """
 
 from __future__ import annotations
