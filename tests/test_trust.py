@@ -673,3 +673,15 @@ def test_lock_is_free_right_after_kill_9_of_a_holder_with_a_forked_child(tmp_pat
     lock = ckpt.SaveLock(save)
     lock.acquire()  # raised SaveDirLocked for the 20 s the orphaned child slept
     lock.release()
+
+
+def test_a_released_lock_is_not_kept_for_the_fork_hook(tmp_path):
+    """The at-fork hook closes the locks held now; a released one leaves its set (a long process taking
+    many locks, a sweep of runs, keeps none of them alive)."""
+    locks = [ckpt.SaveLock(tmp_path / f"s{i}") for i in range(3)]
+    for lock in locks:
+        lock.acquire()
+    assert set(locks) <= ckpt._HELD
+    for lock in locks:
+        lock.release()
+    assert not set(locks) & ckpt._HELD

@@ -640,10 +640,7 @@ class SaveLock:
         os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
         self._fd = fd
-        # A forked child (a data-loader worker) shares the lock through its copy of the descriptor: after a
-        # kill -9 of this process the lock would stay held until the child noticed and exited, refusing an
-        # immediate resume. The child closes its copy (no LOCK_UN: that would unlock this process too).
-        os.register_at_fork(after_in_child=self._forget_in_child)
+        _HELD.add(self)
 
     def _forget_in_child(self) -> None:
         if self._fd is not None:
@@ -651,10 +648,28 @@ class SaveLock:
             self._fd = None
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+# A forked child (a data-loader worker) shares a held lock through its copy of the descriptor: after a kill -9
+# of the parent the lock would stay held until the child noticed and exited, refusing an immediate resume. The
+# child closes its copies (no LOCK_UN: that would unlock the parent too). One hook for the process and the set
+# of locks held now, not one hook per lock: at-fork hooks cannot be unregistered, so a hook per lock would keep
+# every lock ever taken alive (a held lock stays in the set until ``release``, even if its object is dropped).
+_HELD: set[SaveLock] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for lock in _HELD:
+        lock._forget_in_child()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
 
 
 def lock_save_dir(save_dir: str | os.PathLike | None, rank: int) -> SaveLock | None:
