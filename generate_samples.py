@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.arguments import DefaultsHelpFormatter
 
     p = ArgumentParser(prog=PROG, description="GLM blank filling from a checkpoint",
-                                formatter_class=DefaultsHelpFormatter)
+                       formatter_class=DefaultsHelpFormatter)
     src = p.add_argument_group("model")
     src.add_argument("--load", help="checkpoint directory saved by pretrain_glm.py / finetune_glm.py (reads "
                                     "<tag>/meta.json for the model config and tokenizer)")

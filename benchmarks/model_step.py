@@ -237,7 +237,8 @@ def run_model(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     bf16 = args.dtype == "bf16"
     peak = peak_flops(device)
-    matmul = matmul_flops(8192 if device.type == "cuda" else 2048, device=device, dtype=DTYPES[args.dtype])
+    matmul_n = 8192 if device.type == "cuda" else 2048
+    matmul = matmul_flops(matmul_n, device=device, dtype=DTYPES[args.dtype])
     model, opt = build(cfg, device, args.compile)
     out = {
         "torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
@@ -247,7 +248,7 @@ def run_model(args: argparse.Namespace) -> dict:
         "vocab_size": cfg.vocab_size, "hidden_dropout": cfg.hidden_dropout, "attention_dropout": cfg.attention_dropout,
         "checkpoint_activations": cfg.checkpoint_activations, "dtype": args.dtype, "compile": args.compile,
         "fused_adamw": bool(opt.defaults["fused"]), "model_flops_per_token": model_flops_per_token(cfg, seq),
-        "peak_flops": peak or None, "matmul_flops": matmul, "matmul_n": 8192 if device.type == "cuda" else 2048,
+        "peak_flops": peak or None, "matmul_flops": matmul, "matmul_n": matmul_n,
         "cases": [],
     }
     for batch, sep in itertools.product(args.batch, args.sep):

@@ -117,7 +117,7 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     Structure ``{"data": [{"paragraphs": [{"context": str, "qas": [{"id": str, "question": str,
     "answers": [{"text": str, ...}]}]}]}]}``, read by ``tasks.metrics.read_squad_questions`` (the reader
     ``tools/evaluate.py`` uses too); anything else raises DataError naming the file and the JSON path of
-    the first bad value (a DataError: the file's content is wrong, not a flag). ``require_answers`` (training): a question without a non-empty answer is an
+    the first bad value. ``require_answers`` (training): a question without a non-empty answer is an
     error. Otherwise a question whose answers are absent or all empty (XTREME strips test answers that way)
     gets ``answers=()``. ``keep_id(qid) -> bool`` selects questions (TyDiQA's all-language train file).
 
@@ -129,10 +129,9 @@ def read_squad_file(path: Path, lang: str, require_answers: bool = False,
     path = Path(path)
     out: list[QAExample] = []
     seen: dict[str, list[str]] = {}  # id -> where it occurs (evaluation files only)
+    data = load_json(path)
     try:
-        questions = read_squad_questions(load_json(path), str(path), scoring=False)
-    except DataError:
-        raise
+        questions = read_squad_questions(data, str(path), scoring=False)
     except ValueError as e:  # tasks.metrics stays free of our error classes (the evaluate CLI maps them too)
         raise DataError(str(e)) from None
     for q in questions:

@@ -470,7 +470,7 @@ def build_finetune_parser(task_help: str, options: Sequence[type] = (), hidden: 
     ``--help``) and, without help lines, the flags of ``hidden`` (the other tasks' options: parsed so that
     the caller can refuse them by name instead of argparse's bare "unrecognized arguments")."""
     p = ArgumentParser(description="mglm finetuning", allow_abbrev=False, epilog=epilog,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(p, ModelArgs, "model")
     add_dataclass_args(p, OptimArgs, "optimizer and schedule", _FINETUNE_DEFAULTS)
     add_dataclass_args(p, TrainArgs, "training", _FINETUNE_DEFAULTS, _FINETUNE_HELP)
